@@ -1,0 +1,56 @@
+"""One entry point for every TickerPulse command (``tickerpulse`` = ``python run_pipeline.py``).
+
+Each command lives in its own module exposing ``run(argv) -> int``; it is imported only when
+called, so ``tickerpulse query`` never pays for torch or Beam start-up.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from pipeline.cli_args import UsageError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pipeline.demo:run", "start a local broker, replay the sample corpus, stream it, print sentiment"),
+    "backfill": ("pipeline.backfill:run", "score files or a Kafka offset/time range into DuckDB"),
+    "stream": ("pipeline.stream:run", "continuous job: Kafka -> scores -> DuckDB, resumes from committed offsets"),
+    "score": ("models.commands:score", "score a JSONL file with the sentiment model"),
+    "train": ("models.commands:train", "fine-tune the sentiment classifier on a labelled CSV"),
+    "eval": ("models.commands:evaluate", "accuracy, macro-F1 and confusion matrix on a labelled CSV"),
+    "query": ("dashboards.commands:query", "run SQL against a TickerPulse DuckDB file"),
+    "trend": ("dashboards.commands:trend", "sentiment trend of one ticker by time bucket"),
+    "dashboard": ("dashboards.commands:dashboard", "serve the live dashboard over a DuckDB file"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: tickerpulse <command> [options]   (python run_pipeline.py <command> --help)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(
+        level=os.environ.get("TICKERPULSE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"tickerpulse: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    command = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(command(rest) or 0)
+    except UsageError as exc:
+        print(f"tickerpulse {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,59 @@
+"""The records that flow between pipeline stages (docs/data-model.md)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """Bytes exactly as read, and where from: what a dead letter must keep."""
+
+    raw: bytes
+    location: str  # "path:line" for files, "topic/partition/offset" for Kafka
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    kafka_timestamp_ms: int | None = None  # event time when the record has no published_at
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be processed, with the reason and the stage that refused it."""
+
+    raw: bytes
+    reason: str
+    stage: str
+    location: str
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A valid news item or comment; the scoring fields are filled by the scoring stage."""
+
+    id: str
+    ts: datetime  # event time, timezone-aware UTC
+    source: str
+    text: str
+    text_key: str  # hash of the normalised text (novelty)
+    tickers: tuple[str, ...] = ()
+    url: str | None = None
+    author: str | None = None
+    lang: str | None = None
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    novelty_n: int = 0
+    label: str | None = None
+    score: float | None = None
+    probs: tuple[float, float, float] | None = None  # negative, neutral, positive
+    confidence: float | None = None
+    relevance: float | None = None
+    model: str | None = None
+
+    def with_(self, **changes: object) -> "Item":
+        return dataclasses.replace(self, **changes)

