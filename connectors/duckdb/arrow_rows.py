@@ -1,0 +1,102 @@
+"""Records -> Arrow tables whose columns are exactly the DuckDB tables (connectors/duckdb/schema.py).
+
+One conversion for both sinks: the DuckDB writer inserts these tables, the Parquet sink writes
+them as files that DuckDB later reads with ``read_parquet``.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from pipeline.records import DeadLetter, Item
+
+_TS = pa.timestamp("us", tz="UTC")
+
+ITEMS = pa.schema([
+    ("id", pa.string()), ("ts", _TS), ("source", pa.string()), ("text", pa.string()),
+    ("url", pa.string()), ("author", pa.string()), ("lang", pa.string()),
+    ("text_key", pa.string()), ("novelty_n", pa.int32()), ("label", pa.string()),
+    ("score", pa.float64()), ("prob_negative", pa.float64()), ("prob_neutral", pa.float64()),
+    ("prob_positive", pa.float64()), ("confidence", pa.float64()), ("relevance", pa.float64()),
+    ("model", pa.string()), ("ingested_at", _TS), ("kafka_topic", pa.string()),
+    ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+])
+ITEM_TICKERS = pa.schema([("item_id", pa.string()), ("ticker", pa.string())])
+TOP_ITEM = pa.struct([("item_id", pa.string()), ("weight", pa.float64())])
+TICKER_SENTIMENT = pa.schema([
+    ("ticker", pa.string()), ("ts", _TS), ("half_life_s", pa.float64()), ("sentiment", pa.float64()),
+    ("n_items", pa.int32()), ("ess", pa.float64()), ("mean_score", pa.float64()),
+    ("top_items", pa.list_(TOP_ITEM)),
+])
+DEAD_LETTERS = pa.schema([
+    ("id", pa.string()), ("raw", pa.binary()), ("reason", pa.string()), ("stage", pa.string()),
+    ("source_location", pa.string()), ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()), ("seen_at", _TS),
+])
+SCHEMAS = {"items": ITEMS, "item_tickers": ITEM_TICKERS, "ticker_sentiment": TICKER_SENTIMENT,
+           "dead_letters": DEAD_LETTERS}
+
+
+def item_row(item: Item, ingested_at: datetime) -> dict:
+    """One ``items`` row; only scored items (label, score, probs, relevance set) are stored."""
+    if item.label is None or item.score is None or item.probs is None or item.relevance is None:
+        raise ValueError(f"item {item.id!r} is not scored; score it before writing")
+    negative, neutral, positive = item.probs
+    return {
+        "id": item.id, "ts": item.ts, "source": item.source, "text": item.text, "url": item.url,
+        "author": item.author, "lang": item.lang, "text_key": item.text_key, "novelty_n": item.novelty_n,
+        "label": item.label, "score": item.score, "prob_negative": negative, "prob_neutral": neutral,
+        "prob_positive": positive, "confidence": item.confidence, "relevance": item.relevance,
+        "model": item.model, "ingested_at": ingested_at, "kafka_topic": item.kafka_topic,
+        "kafka_partition": item.kafka_partition, "kafka_offset": item.kafka_offset,
+    }
+
+
+def dead_letter_id(dead: DeadLetter) -> str:
+    """The same bad record read from the same place twice is one dead letter, not two."""
+    digest = hashlib.sha256(dead.location.encode("utf-8", "surrogatepass") + b"\0" + dead.raw)
+    return digest.hexdigest()[:32]
+
+
+def dead_letter_row(dead: DeadLetter, seen_at: datetime) -> dict:
+    return {
+        "id": dead_letter_id(dead), "raw": dead.raw, "reason": dead.reason, "stage": dead.stage,
+        "source_location": dead.location, "kafka_topic": dead.kafka_topic,
+        "kafka_partition": dead.kafka_partition, "kafka_offset": dead.kafka_offset, "seen_at": seen_at,
+    }
+
+
+def sentiment_row(point: object) -> dict:
+    """A ``models.aggregation.SentimentPoint`` as a row; top_items are (item_id, weight) pairs."""
+    return {
+        "ticker": point.ticker,
+        "ts": datetime.fromtimestamp(point.ts_s, tz=timezone.utc),
+        "half_life_s": float(point.half_life_s),
+        "sentiment": float(point.sentiment),
+        "n_items": int(point.n_items),
+        "ess": float(point.ess),
+        "mean_score": float(point.mean_score),
+        "top_items": [{"item_id": item_id, "weight": float(weight)} for item_id, weight in point.top_items],
+    }
+
+
+def items_table(items: Sequence[Item], ingested_at: datetime | None = None) -> pa.Table:
+    now = ingested_at or datetime.now(timezone.utc)
+    return pa.Table.from_pylist([item_row(item, now) for item in items], schema=ITEMS)
+
+
+def item_tickers_table(items: Iterable[Item]) -> pa.Table:
+    pairs = [{"item_id": item.id, "ticker": ticker} for item in items for ticker in item.tickers]
+    return pa.Table.from_pylist(pairs, schema=ITEM_TICKERS)
+
+
+def dead_letters_table(dead: Sequence[DeadLetter], seen_at: datetime | None = None) -> pa.Table:
+    now = seen_at or datetime.now(timezone.utc)
+    return pa.Table.from_pylist([dead_letter_row(d, now) for d in dead], schema=DEAD_LETTERS)
+
+
+def sentiment_table(points: Sequence[object]) -> pa.Table:
+    return pa.Table.from_pylist([sentiment_row(p) for p in points], schema=TICKER_SENTIMENT)

@@ -1,0 +1,169 @@
+"""The one DuckDB writer: Arrow batches in, idempotent upserts (docs/data-model.md).
+
+DuckDB allows one writing process per file, so every pipeline funnels its rows to a single
+``DuckDBSink``. Items, item tickers and dead letters are ``ON CONFLICT DO NOTHING`` (a replay
+changes nothing); sentiment points are ``ON CONFLICT DO UPDATE`` (a rerun writes the same value,
+and the streaming job may overwrite a provisional point with its final value).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import duckdb
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+
+from connectors.duckdb import arrow_rows
+from connectors.duckdb.schema import create_schema
+from pipeline.records import DeadLetter, Item
+
+log = logging.getLogger(__name__)
+
+_INSERT = {
+    "items": "INSERT INTO items SELECT DISTINCT ON (id) * FROM incoming ON CONFLICT DO NOTHING",
+    "item_tickers": "INSERT INTO item_tickers SELECT DISTINCT * FROM incoming ON CONFLICT DO NOTHING",
+    "dead_letters": "INSERT INTO dead_letters SELECT DISTINCT ON (id) * FROM incoming ON CONFLICT DO NOTHING",
+    "ticker_sentiment": (
+        "INSERT INTO ticker_sentiment SELECT DISTINCT ON (ticker, ts, half_life_s) * FROM incoming "
+        "ON CONFLICT DO UPDATE SET sentiment = excluded.sentiment, n_items = excluded.n_items, "
+        "ess = excluded.ess, mean_score = excluded.mean_score, top_items = excluded.top_items"
+    ),
+}
+
+
+class DuckDBSink:
+    """A plain writer the batch transform and the streaming job share.
+
+    ``write`` is one transaction: when it returns, the rows are durable (the streaming job
+    commits Kafka offsets only then). With ``snapshot_interval_s`` it also publishes a read-only
+    snapshot for concurrent readers at most that often (connectors.duckdb.snapshot).
+    """
+
+    def __init__(self, db_path: str, snapshot_interval_s: float | None = None) -> None:
+        self.db_path = db_path
+        self.con = duckdb.connect(db_path)
+        create_schema(self.con)
+        self.snapshot_interval_s = snapshot_interval_s
+        self._last_snapshot = time.monotonic()
+        self._publish = _snapshot_publisher() if snapshot_interval_s else None
+
+    def write(self, items: Sequence[Item] = (), dead_letters: Sequence[DeadLetter] = (),
+              points: Sequence[object] = ()) -> dict[str, int]:
+        """Insert everything in one transaction; returns the number of new rows per table."""
+        now = datetime.now(timezone.utc)
+        tables = {
+            "items": arrow_rows.items_table(items, now) if items else None,
+            "item_tickers": arrow_rows.item_tickers_table(items) if items else None,
+            "dead_letters": arrow_rows.dead_letters_table(dead_letters, now) if dead_letters else None,
+            "ticker_sentiment": arrow_rows.sentiment_table(points) if points else None,
+        }
+        return self.write_tables({name: table for name, table in tables.items() if table is not None})
+
+    def write_tables(self, tables: dict[str, pa.Table]) -> dict[str, int]:
+        """Insert Arrow tables shaped like ``arrow_rows.SCHEMAS`` (one transaction)."""
+        written: dict[str, int] = {}
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for name, table in tables.items():
+                if table.num_rows == 0:
+                    continue
+                self.con.register("incoming", table)
+                try:
+                    written[name] = self.con.execute(_INSERT[name]).fetchone()[0]
+                finally:
+                    self.con.unregister("incoming")
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.maybe_publish_snapshot()
+        return written
+
+    def maybe_publish_snapshot(self, force: bool = False) -> str | None:
+        if self._publish is None:
+            return None
+        if not force and time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
+            return None
+        self._last_snapshot = time.monotonic()
+        return self._publish(self.con, self.db_path)
+
+    def close(self) -> None:
+        self.maybe_publish_snapshot(force=True)
+        self.con.close()
+
+    def __enter__(self) -> "DuckDBSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _snapshot_publisher():
+    """``connectors.duckdb.snapshot.publish_snapshot`` if installed (the dashboard issue owns it)."""
+    try:
+        from connectors.duckdb.snapshot import publish_snapshot
+    except ImportError:
+        log.warning("snapshot publishing requested but connectors.duckdb.snapshot is not available")
+        return None
+    return publish_snapshot
+
+
+class _WriteAll(beam.DoFn):
+    """Receives every row on one key, so exactly one writer opens the file."""
+
+    def __init__(self, db_path: str, batch_rows: int, snapshot_interval_s: float | None) -> None:
+        self._db_path = db_path
+        self._batch_rows = batch_rows
+        self._snapshot_interval_s = snapshot_interval_s
+        self._inserted = {name: Metrics.counter("duckdb", f"{name}_inserted") for name in arrow_rows.SCHEMAS}
+
+    def process(self, keyed: tuple[None, Iterable[tuple[str, object]]]):
+        pending: dict[str, list] = {"items": [], "dead_letters": [], "points": []}
+        with DuckDBSink(self._db_path, self._snapshot_interval_s) as sink:
+            for kind, record in keyed[1]:
+                pending[kind].append(record)
+                if len(pending[kind]) >= self._batch_rows:
+                    self._flush(sink, pending)
+            self._flush(sink, pending)
+        yield self._db_path
+
+    def _flush(self, sink: DuckDBSink, pending: dict[str, list]) -> None:
+        written = sink.write(pending["items"], pending["dead_letters"], pending["points"])
+        for name, count in written.items():
+            self._inserted[name].inc(count)
+        for rows in pending.values():
+            rows.clear()
+
+
+class WriteToDuckDB(beam.PTransform):
+    """``{"items": ..., "dead_letters": ..., "points": ...} | WriteToDuckDB(path)``; any subset.
+
+    Outputs the database path once everything is committed.
+    """
+
+    KINDS = ("items", "dead_letters", "points")
+
+    def __init__(self, db_path: str, batch_rows: int = 50_000, snapshot_interval_s: float | None = None) -> None:
+        super().__init__()
+        self._db_path = db_path
+        self._batch_rows = batch_rows
+        self._snapshot_interval_s = snapshot_interval_s
+
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+        unknown = set(inputs) - set(self.KINDS)
+        if unknown:
+            raise ValueError(f"WriteToDuckDB: unknown inputs {sorted(unknown)}; use {self.KINDS}")
+        tagged = [
+            pcoll | f"Tag {kind}" >> beam.Map(lambda record, kind=kind: (None, (kind, record)))
+            for kind, pcoll in inputs.items()
+        ]
+        return (
+            tagged
+            | "Flatten" >> beam.Flatten()
+            | "To one writer" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(_WriteAll(self._db_path, self._batch_rows, self._snapshot_interval_s))
+        )
