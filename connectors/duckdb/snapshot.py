@@ -1,0 +1,129 @@
+"""Read a DuckDB file while another process writes it (docs/sql.md, "Reading while streaming").
+
+DuckDB lets one process open a file while a writer holds it, not even read-only. So the writer
+publishes snapshots: CHECKPOINT (the file alone is then a complete database), copy it to a
+temporary name beside it and rename that over ``<db>.snapshot.duckdb`` (atomic on POSIX, so a
+reader sees the old or the new snapshot, never half of one). Readers open the live file when no
+writer holds it, else the newest snapshot, and are told how old the data is.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+SNAPSHOT_SUFFIX = ".snapshot.duckdb"
+
+
+def snapshot_path(db_path: str | os.PathLike) -> str:
+    """Where the snapshot of ``db_path`` lives: beside it, so the rename stays on one filesystem."""
+    return os.fspath(db_path) + SNAPSHOT_SUFFIX
+
+
+def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike) -> str:
+    """Checkpoint ``con`` and publish a copy of ``db_path``; returns the snapshot's path.
+
+    Call it in the thread that writes, between writes: the copy is consistent only while nothing
+    is written between the CHECKPOINT and the end of the copy. The snapshot's mtime is set to the
+    checkpoint time, which is what readers report as the data's age.
+
+    The copy runs in a child process (``cp``): DuckDB's lock on the file is a POSIX fcntl lock,
+    which the kernel drops as soon as *this* process closes any descriptor of the file, so an
+    in-process copy would silently unlock the database for other writers.
+    """
+    target = snapshot_path(db_path)
+    temporary = f"{target}.tmp-{os.getpid()}"
+    checkpoint_time = time.time()
+    con.execute("CHECKPOINT")
+    try:
+        subprocess.run(["cp", os.fspath(db_path), temporary], check=True, capture_output=True)
+        os.utime(temporary, (checkpoint_time, checkpoint_time))
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return target
+
+
+class SnapshotPublisher:
+    """Publishes a snapshot at most every ``interval_s``: the sink calls ``maybe_publish`` after each write."""
+
+    def __init__(self, db_path: str | os.PathLike, interval_s: float = 5.0) -> None:
+        self.db_path = os.fspath(db_path)
+        self.interval_s = interval_s
+        self._last_published = float("-inf")
+
+    def maybe_publish(self, con: duckdb.DuckDBPyConnection) -> str | None:
+        """Publish if the last snapshot is older than the interval; returns its path if it did."""
+        now = time.monotonic()
+        if now - self._last_published < self.interval_s:
+            return None
+        path = publish_snapshot(con, self.db_path)
+        self._last_published = now
+        return path
+
+
+@dataclass
+class ReadConnection:
+    """A read-only connection, and whether (and as of when) it reads a snapshot.
+
+    Close it soon (use ``with``): while a reader holds the live file open, a writer cannot open it.
+    """
+
+    con: duckdb.DuckDBPyConnection
+    path: str
+    is_snapshot: bool
+    published_at: float | None  # epoch seconds of the snapshot's checkpoint; None for the live file
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since the data was current: 0 for the live file."""
+        return 0.0 if self.published_at is None else max(0.0, time.time() - self.published_at)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "ReadConnection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    return "lock" in str(exc).lower()
+
+
+def _connect_read_only(path: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(path, read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def open_for_read(db_path: str | os.PathLike) -> ReadConnection:
+    """Open ``db_path`` read-only, or its newest snapshot when a writer holds the file.
+
+    Raises FileNotFoundError when neither exists, and the original lock error when a writer holds
+    the file and has published no snapshot yet.
+    """
+    live = os.fspath(db_path)
+    snapshot = snapshot_path(live)
+    if not Path(live).exists():
+        raise FileNotFoundError(f"no such database: {live}")
+    try:
+        return ReadConnection(_connect_read_only(live), live, is_snapshot=False, published_at=None)
+    except duckdb.IOException as exc:
+        if not _is_lock_conflict(exc):
+            raise
+        if not Path(snapshot).exists():
+            raise duckdb.IOException(
+                f"{live} is held by a writer that has published no snapshot yet ({snapshot}); "
+                "the streaming job publishes one every few seconds"
+            ) from exc
+    # Stat first, then open: a snapshot replaced in between is newer than reported, never older.
+    published_at = os.stat(snapshot).st_mtime
+    return ReadConnection(_connect_read_only(snapshot), snapshot, is_snapshot=True, published_at=published_at)
