@@ -1,0 +1,202 @@
+"""Incremental recency attention for the streaming job: one small state per ticker.
+
+Per half-life it keeps the decayed sums D = sum e_i, N = sum e_i s_i and Q = sum e_i^2 with
+e_i = exp(kappa_i - ref), kappa_i = r_i + ln2 (t_i - anchor) / h, so an update costs O(1) and
+S = N / D, ess = D^2 / Q at any as-of time (docs/aggregation.md proves it equals the batch
+softmax). A deque of in-horizon items lets expired items be subtracted, and a small set of
+top-k candidates keeps the explanation without sorting the horizon.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+
+from models.aggregation_config import (LN2, AggregationConfig, SentimentPoint, grid_ceil,
+                                       in_horizon)
+
+# Recompute the sums from the deque when the mass subtracted since the last recompute exceeds
+# the remaining mass by this factor: the relative error stays below ~1e-12.
+_CANCELLATION_LIMIT = 1e4
+
+
+class _HalfLifeSums:
+    """D, N, Q for one half-life, relative to the reference logit ``ref`` (rescaled upward)."""
+
+    __slots__ = ("ref", "den", "num", "sq", "removed", "removed_sq", "candidates", "candidate_ids")
+
+    def __init__(self) -> None:
+        self.ref = 0.0
+        self.den = self.num = self.sq = 0.0
+        self.removed = self.removed_sq = 0.0
+        # top-k candidates sorted by (-kappa, item_id): [neg_kappa, item_id, ts, beaten_by]
+        self.candidates: list[list] = []
+        self.candidate_ids: set[str] = set()
+
+    def add(self, kappa: float, score: float) -> None:
+        if self.den == 0.0 or kappa > self.ref:
+            factor = math.exp(self.ref - kappa) if self.den else 0.0
+            self.den *= factor
+            self.num *= factor
+            self.removed *= factor
+            factor *= factor
+            self.sq *= factor
+            self.removed_sq *= factor
+            self.ref = kappa
+        e = math.exp(kappa - self.ref)
+        self.den += e
+        self.num += e * score
+        self.sq += e * e
+
+    def subtract(self, kappa: float, score: float) -> None:
+        e = math.exp(kappa - self.ref)
+        self.den -= e
+        self.num -= e * score
+        self.sq -= e * e
+        self.removed += e
+        self.removed_sq += e * e
+
+    def cancelled(self) -> bool:
+        return (self.den <= 0.0 or self.sq <= 0.0
+                or self.removed > _CANCELLATION_LIMIT * self.den
+                or self.removed_sq > _CANCELLATION_LIMIT * self.sq)
+
+    def recompute(self, kappas: list[float], scores: list[float]) -> None:
+        self.ref = max(kappas)
+        es = [math.exp(k - self.ref) for k in kappas]
+        self.den = math.fsum(es)
+        self.num = math.fsum(e * s for e, s in zip(es, scores))
+        self.sq = math.fsum(e * e for e in es)
+        self.removed = self.removed_sq = 0.0
+
+    def offer_candidate(self, neg_kappa: float, item_id: str, ts_s: float, k: int) -> None:
+        """Keep an item while fewer than k items that rank above it expire no earlier than it."""
+        key = (neg_kappa, item_id)
+        beaten_by = 0
+        survivors = []
+        for entry in self.candidates:
+            if (entry[0], entry[1]) < key:
+                if entry[2] >= ts_s:
+                    beaten_by += 1
+            elif ts_s >= entry[2]:
+                entry[3] += 1
+                if entry[3] >= k:
+                    self.candidate_ids.discard(entry[1])
+                    continue
+            survivors.append(entry)
+        self.candidates = survivors
+        if beaten_by < k:
+            bisect.insort(self.candidates, [neg_kappa, item_id, ts_s, beaten_by])
+            self.candidate_ids.add(item_id)
+
+    def drop_candidate(self, item_id: str) -> None:
+        if item_id in self.candidate_ids:
+            self.candidate_ids.discard(item_id)
+            self.candidates = [entry for entry in self.candidates if entry[1] != item_id]
+
+
+class TickerState:
+    """Streaming S_k(t) for one ticker at every grid point and half-life; picklable (Beam state).
+
+    ``add`` returns the points that became due. The newest, ceil(ts), is provisional: a later
+    item in the same cadence bucket re-emits it (the sink upserts). An item older than the last
+    emitted point joins the state for future points but does not rewrite emitted history; one
+    already outside the horizon of the last emitted point is ignored, and so is an item_id the
+    horizon already holds (a replay).
+    """
+
+    def __init__(self, ticker: str, cfg: AggregationConfig) -> None:
+        self.ticker = ticker
+        self.cfg = cfg
+        self.anchor: float | None = None  # first item's ts: keeps kappa small and exact
+        self.last_emitted: float | None = None
+        self.items: deque[tuple[float, str, float, tuple[float, ...]]] = deque()  # ts order
+        self.item_ids: set[str] = set()
+        self.score_sum = 0.0
+        self.sums = [_HalfLifeSums() for _ in cfg.half_lives_s]
+
+    def add(self, item_id: str, ts_s: float, score: float, relevance: float) -> list[SentimentPoint]:
+        if not (math.isfinite(ts_s) and math.isfinite(score) and math.isfinite(relevance)):
+            raise ValueError(f"item {item_id!r}: ts, score and relevance must be finite")
+        if item_id in self.item_ids:
+            return []
+        cfg = self.cfg
+        bucket = grid_ceil(ts_s, cfg.cadence_s)
+        if self.anchor is None:
+            self.anchor = ts_s
+        points: list[SentimentPoint] = []
+        if self.last_emitted is not None and bucket < self.last_emitted:  # late item
+            if not in_horizon(ts_s, self.last_emitted, cfg.horizon_s):
+                return []
+            self._insert(item_id, ts_s, score, relevance)
+            self._emit(self.last_emitted, points)
+            return points
+        if self.last_emitted is not None and bucket > self.last_emitted:
+            step = round(self.last_emitted / cfg.cadence_s) + 1
+            t = step * cfg.cadence_s
+            while t < bucket and self.items:
+                self._expire(t)
+                if not self.items:
+                    break
+                self._emit(t, points)
+                step += 1
+                t = step * cfg.cadence_s
+        self._expire(bucket)
+        if in_horizon(ts_s, bucket, cfg.horizon_s):
+            self._insert(item_id, ts_s, score, relevance)
+        self.last_emitted = bucket
+        if self.items:
+            self._emit(bucket, points)
+        return points
+
+    def _insert(self, item_id: str, ts_s: float, score: float, relevance: float) -> None:
+        offset = ts_s - self.anchor
+        kappas = tuple(relevance + LN2 * offset / h for h in self.cfg.half_lives_s)
+        entry = (ts_s, item_id, score, kappas)
+        if not self.items or self.items[-1][0] <= ts_s:
+            self.items.append(entry)
+        else:  # out of order: insert at its time position (late items are rare and near the end)
+            position = len(self.items)
+            while position and self.items[position - 1][0] > ts_s:
+                position -= 1
+            self.items.insert(position, entry)
+        self.item_ids.add(item_id)
+        self.score_sum += score
+        k = self.cfg.top_k
+        for sums, kappa in zip(self.sums, kappas):
+            sums.add(kappa, score)
+            if k:
+                sums.offer_candidate(-kappa, item_id, ts_s, k)
+
+    def _expire(self, as_of_s: float) -> None:
+        cutoff = as_of_s - self.cfg.horizon_s
+        expired = False
+        while self.items and not (cutoff < self.items[0][0]):
+            _, item_id, score, kappas = self.items.popleft()
+            self.item_ids.discard(item_id)
+            self.score_sum -= score
+            for sums, kappa in zip(self.sums, kappas):
+                sums.subtract(kappa, score)
+                sums.drop_candidate(item_id)
+            expired = True
+        if not expired:
+            return
+        if not self.items:
+            self.score_sum = 0.0
+            for sums in self.sums:
+                sums.den = sums.num = sums.sq = sums.removed = sums.removed_sq = 0.0
+            return
+        for index, sums in enumerate(self.sums):
+            if sums.cancelled():
+                sums.recompute([entry[3][index] for entry in self.items],
+                               [entry[2] for entry in self.items])
+
+    def _emit(self, as_of_s: float, points: list[SentimentPoint]) -> None:
+        n = len(self.items)
+        mean_score = self.score_sum / n
+        for h, sums in zip(self.cfg.half_lives_s, self.sums):
+            den, ref = sums.den, sums.ref
+            top = tuple((entry[1], math.exp(-entry[0] - ref) / den)
+                        for entry in sums.candidates[:self.cfg.top_k])
+            points.append(SentimentPoint(self.ticker, as_of_s, h, sums.num / den, n,
+                                         den * den / sums.sq, mean_score, top))
