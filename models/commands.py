@@ -1,0 +1,232 @@
+"""CLI commands of the model: ``score`` (JSONL in, JSONL out), ``train`` and ``eval``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from pipeline.cli_args import ArgumentParser, UsageError, command_parser, env_default
+
+log = logging.getLogger(__name__)
+SCORE_CHUNK = 512  # lines scored together: enough for full batches, small enough to stream
+
+
+def _model_flags(parser: ArgumentParser) -> None:
+    parser.add_argument("--model", default=env_default("model"),
+                        help="local checkpoint or bundle directory (default: the bundled model)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
+    parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=_env_bool("quantize"),
+                        help="int8 dynamic quantization on CPU (default: as validated for the model)")
+    parser.add_argument("--batch-size", type=_positive_int, default=int(env_default("batch_size", "64")))
+    parser.add_argument("--model-labels", default=env_default("model_labels"),
+                        help="comma-separated class names of the checkpoint's outputs, in order, "
+                             "for checkpoints whose labels say nothing (LABEL_0, ...)")
+
+
+def _load_engine(args: argparse.Namespace):
+    from models.classifier import ModelLoadError
+    from models.engine import SentimentEngine
+
+    labels = [n.strip() for n in args.model_labels.split(",")] if args.model_labels else None
+    try:
+        return SentimentEngine.load(args.model, device=args.device, quantize=args.quantize,
+                                    batch_size=args.batch_size, label_names=labels)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def score(argv: list[str]) -> int:
+    """Score ``{"id", "text"}`` JSON lines; a malformed line is reported and skipped."""
+    parser = command_parser("score", "score a JSONL file with the sentiment model")
+    parser.add_argument("--input", default="-", help="JSONL input, '-' for stdin")
+    parser.add_argument("--output", default="-", help="JSONL output, '-' for stdout")
+    _model_flags(parser)
+    args = parser.parse_args(argv)
+    if args.input != "-" and not Path(args.input).is_file():
+        raise UsageError(f"--input {args.input}: no such file")
+    engine = _load_engine(args)
+    scored = bad = 0
+    with _open(args.input, "r") as source, _open(args.output, "w") as sink:
+        for chunk in _chunks(_parsed_lines(source), SCORE_CHUNK):
+            good = [(n, rec) for n, rec, reason in chunk if reason is None]
+            for n, _, reason in chunk:
+                if reason is not None:
+                    bad += 1
+                    print(f"tickerpulse score: line {n}: {reason}", file=sys.stderr)
+            predictions = engine.predict([rec["text"] for _, rec in good])
+            for (_, rec), pred in zip(good, predictions):
+                sink.write(json.dumps({
+                    "id": rec["id"], "label": pred.label, "score": round(pred.score, 6),
+                    "probs": dict(zip(("negative", "neutral", "positive"), (round(p, 6) for p in pred.probs))),
+                    "confidence": round(pred.confidence, 6), "model": pred.model,
+                }) + "\n")
+            sink.flush()
+            scored += len(good)
+    log.info("scored %d lines, skipped %d malformed", scored, bad)
+    return 0
+
+
+def _parsed_lines(source: IO[str]) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record, reason it is malformed or None); blank lines are skipped."""
+    for number, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, None, f"not JSON ({exc.msg})"
+            continue
+        if not isinstance(record, dict):
+            yield number, None, "not a JSON object"
+        elif "id" not in record:
+            yield number, None, "missing 'id'"
+        elif not isinstance(record.get("text"), str):
+            yield number, None, "missing or non-string 'text'"
+        else:
+            yield number, record, None
+
+
+def train(argv: list[str]) -> int:
+    """Fine-tune on a labelled CSV; keeps the best epoch by validation macro-F1."""
+    from models.training import TrainConfig
+
+    defaults = TrainConfig()
+    parser = command_parser("train", "fine-tune the sentiment classifier on a labelled CSV")
+    parser.add_argument("--train", required=True, help="CSV with text,label columns")
+    parser.add_argument("--valid", required=True, help="CSV evaluated after every epoch (never trained on)")
+    parser.add_argument("--out", required=True, help="directory for the best checkpoint (HF format)")
+    parser.add_argument("--bundle-out", help="also export the best epoch as a delta bundle here")
+    parser.add_argument("--bundle-name", default="tickerpulse-minilm-ft")
+    _data_flags(parser)
+    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--max-length", type=_positive_int, default=defaults.max_length)
+    parser.add_argument("--trainable-layers", type=_positive_int, default=defaults.trainable_layers)
+    parser.add_argument("--no-class-weighting", action="store_true")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
+    parser.add_argument("--threads", type=_positive_int, default=_env_int("threads"),
+                        help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    train_data, valid_data = _read_csv(args.train, args), _read_csv(args.valid, args)
+
+    import torch
+
+    from models.classifier import ModelLoadError
+    from models.engine import resolve_device
+    from models.training import train as run_training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from exc
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                      max_length=args.max_length, trainable_layers=args.trainable_layers,
+                      class_weighting=not args.no_class_weighting, seed=args.seed, device=device.type)
+    if not 1 <= cfg.trainable_layers <= 6:
+        raise UsageError("--trainable-layers must be between 1 and the backbone's 6 layers")
+    log.info("training on %d rows %s, validating on %d rows", len(train_data), train_data.counts(), len(valid_data))
+    result = run_training(train_data, valid_data, Path(args.out), cfg,
+                          bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
+                          bundle_name=args.bundle_name, progress=True)
+    print(f"best epoch {result.best_epoch}: valid macro-F1 {result.best_macro_f1:.4f} -> {args.out}")
+    return 0
+
+
+def evaluate(argv: list[str]) -> int:
+    """Accuracy, macro-F1 and the confusion matrix of a model on a labelled CSV."""
+    parser = command_parser("eval", "accuracy, macro-F1 and confusion matrix on a labelled CSV")
+    parser.add_argument("--data", required=True, help="CSV with text,label columns")
+    _data_flags(parser)
+    _model_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    data = _read_csv(args.data, args)
+
+    from models.data import LABELS
+    from models.training import evaluate as run_eval
+
+    engine = _load_engine(args)
+    started = time.monotonic()
+    f1, accuracy, confusion = run_eval(engine, data)
+    seconds = time.monotonic() - started
+    if args.json:
+        print(json.dumps({"model": engine.name, "rows": len(data), "accuracy": accuracy, "macro_f1": f1,
+                          "confusion": confusion, "labels": list(LABELS), "items_per_s": len(data) / seconds}))
+        return 0
+    print(f"model     {engine.name}  ({engine.device.type}{', int8' if engine.quantized else ''})")
+    print(f"data      {args.data}  ({len(data)} rows, {len(data) / seconds:.0f} items/s)")
+    print(f"accuracy  {accuracy:.4f}")
+    print(f"macro-F1  {f1:.4f}")
+    print("confusion (rows = gold, columns = predicted)")
+    print(" " * 10 + "".join(f"{name:>10}" for name in LABELS))
+    for name, row in zip(LABELS, confusion):
+        print(f"{name:>10}" + "".join(f"{count:>10}" for count in row))
+    return 0
+
+
+def _data_flags(parser: ArgumentParser) -> None:
+    parser.add_argument("--label-map", help="raw label -> class, e.g. 0=negative,1=positive,2=neutral")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default="label")
+
+
+def _read_csv(path: str, args: argparse.Namespace):
+    from models.data import load_labelled_csv, parse_label_map
+
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        label_map = parse_label_map(args.label_map) if args.label_map else None
+        return load_labelled_csv(path, label_map, args.text_column, args.label_column)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+@contextmanager
+def _open(path: str, mode: str) -> Iterator[IO[str]]:
+    if path == "-":
+        yield sys.stdin if mode == "r" else sys.stdout
+        return
+    with open(path, mode, encoding="utf-8") as handle:
+        yield handle
+
+
+def _chunks(items, size):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def _env_bool(name: str) -> bool | None:
+    value = env_default(name)
+    return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_int(name: str) -> int | None:
+    value = env_default(name)
+    return int(value) if value else None
