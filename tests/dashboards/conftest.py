@@ -1,0 +1,70 @@
+"""A small, known trend database for the SQL and CLI tests: the schema module plus Arrow inserts.
+
+AAPL turns from good news to bad at 12:00; MSFT stays mildly positive; TSLA is quiet. One item
+text carries HTML, to check that every view escapes it.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from connectors.duckdb.schema import create_schema
+from models.aggregation_config import relevance
+
+START = datetime(2024, 3, 4, 6, 0, tzinfo=timezone.utc)
+TURN = datetime(2024, 3, 4, 12, 0, tzinfo=timezone.utc)
+END = datetime(2024, 3, 4, 18, 0, tzinfo=timezone.utc)
+HOSTILE_TEXT = "<script>window.pwned = 1</script><b>AAPL</b> & co"
+
+
+def _item(n: int, ticker: str, ts: datetime, score: float, source: str = "news", text: str | None = None) -> dict:
+    label = "positive" if score > 0.3 else "negative" if score < -0.3 else "neutral"
+    confidence = 0.6 + 0.4 * abs(score)
+    text = text or f"{ticker} headline {n}: {label} news"
+    return {
+        "id": f"{ticker}-{n:03d}", "ts": ts, "source": source, "text": text,
+        "url": f"https://example.com/{ticker}/{n}", "author": None, "lang": "en",
+        "text_key": hashlib.sha256(text.encode()).hexdigest(), "novelty_n": 0, "label": label,
+        "score": score, "prob_negative": max(0.0, -score), "prob_neutral": 1 - abs(score),
+        "prob_positive": max(0.0, score), "confidence": confidence,
+        "relevance": relevance(confidence, source, 0), "model": "fixture",
+        "ingested_at": ts, "kafka_topic": None, "kafka_partition": None, "kafka_offset": None,
+    }
+
+
+def fixture_items() -> list[dict]:
+    rows = []
+    for n in range(72):  # every 10 minutes, 06:00 to 17:50
+        ts = START + timedelta(minutes=10 * n)
+        aapl = 0.8 if ts < TURN else -0.8
+        rows.append(_item(n, "AAPL", ts, aapl + (0.1 if n % 2 else -0.1), "news" if n % 3 else "comment"))
+        rows.append(_item(n, "MSFT", ts + timedelta(minutes=5), 0.4 if n % 2 else 0.2))
+        if n % 12 == 0:
+            rows.append(_item(n, "TSLA", ts, -0.2))
+    rows.append(_item(999, "AAPL", END - timedelta(minutes=1), -0.9, "news", HOSTILE_TEXT))
+    return rows
+
+
+def build_trend_db(path: str) -> str:
+    con = duckdb.connect(path)
+    create_schema(con)
+    items = pa.Table.from_pylist(fixture_items())
+    con.register("incoming", items)
+    con.execute("INSERT INTO items BY NAME SELECT * FROM incoming")
+    con.execute("INSERT INTO item_tickers SELECT id, split_part(id, '-', 1) FROM incoming")
+    con.execute(
+        "INSERT INTO dead_letters VALUES (?, ?, 'broken JSON', 'parse', 'in.jsonl:3', NULL, NULL, NULL, ?),"
+        " (?, ?, 'missing text', 'parse', 'in.jsonl:9', NULL, NULL, NULL, ?)",
+        ["d1", b"{not json", END, "d2", b'{"id": 1}', END],
+    )
+    con.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def trend_db(tmp_path_factory) -> str:
+    return build_trend_db(str(tmp_path_factory.mktemp("trend") / "pulse.duckdb"))
