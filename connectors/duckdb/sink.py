@@ -83,6 +83,25 @@ class DuckDBSink:
         self.maybe_publish_snapshot()
         return written
 
+    def import_parquet(self, out_dir: str) -> dict[str, int]:
+        """Load ``out_dir/<table>/*.parquet`` written by ``WriteParquetTables`` (idempotent)."""
+        written: dict[str, int] = {}
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for name in arrow_rows.SCHEMAS:
+                pattern = f"{out_dir.rstrip('/')}/{name}/*.parquet"
+                if not self.con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchone()[0]:
+                    continue
+                quoted = pattern.replace("'", "''")  # a view cannot take parameters
+                self.con.execute(f"CREATE OR REPLACE TEMP VIEW incoming AS SELECT * FROM read_parquet('{quoted}')")
+                written[name] = self.con.execute(_INSERT[name]).fetchone()[0]
+            self.con.execute("DROP VIEW IF EXISTS incoming")
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return written
+
     def maybe_publish_snapshot(self, force: bool = False) -> str | None:
         if self._publish is None:
             return None

@@ -1,0 +1,219 @@
+"""``tickerpulse backfill``: files and/or a Kafka range -> scores -> DuckDB (or Parquet), bounded.
+
+    python run_pipeline.py backfill --input 'data/*.jsonl' --db tp.duckdb
+    python run_pipeline.py backfill --kafka-bootstrap localhost:9092 --topics news comments \\
+        --from 2024-05-01T00:00 --to 2024-05-02T00:00 --db tp.duckdb
+    python run_pipeline.py backfill --input 'gs://b/news/*.jsonl' --parquet-out gs://b/out \\
+        --runner DataflowRunner --project P --region R --temp_location gs://b/tmp --setup_file ./setup.py
+
+App flags are parsed here; everything else is a Beam flag passed to PipelineOptions. Locally the
+runner is FnApiRunner unless ``--runner`` names another.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from kafka.errors import KafkaError
+
+from connectors.duckdb.sink import DuckDBSink, WriteToDuckDB
+from connectors.files.parquet_sink import WriteParquetTables
+from connectors.files.readers import count_records, file_format
+from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
+from models.aggregation import AggregationConfig
+from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
+from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
+from pipeline.tickers import load_aliases
+from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
+                                 ReadFiles, ReadKafkaRange, Relevance, ReportProgress, Score)
+
+log = logging.getLogger(__name__)
+
+
+def _list(value: str | None) -> list[str] | None:
+    return value.split(",") if value else None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("backfill", "Score files or a Kafka offset/time range into DuckDB (bounded run).")
+    src = p.add_argument_group("sources (files, a Kafka range, or both)")
+    src.add_argument("--input", action="extend", nargs="+", default=_list(env_default("input")), metavar="GLOB",
+                     help="JSONL/JSON/CSV/Parquet files or globs (optionally .gz); repeatable")
+    src.add_argument("--kafka-bootstrap", default=env_default("kafka_bootstrap"), metavar="HOST:PORT")
+    src.add_argument("--topics", action="extend", nargs="+", default=_list(env_default("topics")), metavar="TOPIC")
+    src.add_argument("--from", dest="start", default=env_default("from", "earliest"), metavar="POS",
+                     help="earliest (default), an offset, or an ISO-8601 time (UTC if no zone)")
+    src.add_argument("--to", dest="end", default=env_default("to", "latest"), metavar="POS",
+                     help="latest (default, the end when the run starts), an offset, or an ISO-8601 time; exclusive")
+    out = p.add_argument_group("sink")
+    out.add_argument("--db", default=env_default("db", "tickerpulse.duckdb"), help="DuckDB file (one writer)")
+    out.add_argument("--parquet-out", default=env_default("parquet_out"), metavar="DIR",
+                     help="write Parquet per table instead of DuckDB (many-worker runners)")
+    out.add_argument("--import-parquet", default=env_default("import_parquet"), metavar="DIR",
+                     help="only load a --parquet-out directory into --db, then exit")
+    agg = p.add_argument_group("aggregation")
+    agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
+                     help="one or more half-lives (default 1h 6h)")
+    agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
+                     help="event-time step of ticker_sentiment points (default 5m)")
+    agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
+                     help="items older than this do not count (aggregation and novelty; default 3d)")
+    agg.add_argument("--top-k", type=int, default=int(env_default("top_k", "5")), help="items kept per point as the explanation")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default=env_default("model"), metavar="PATH", help="checkpoint directory (default: bundled)")
+    model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
+    model.add_argument("--batch-size", type=int, default=int(env_default("batch_size", str(DEFAULT_BATCH_SIZE))))
+    p.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV", help="alias,ticker rows (company names)")
+    p.add_argument("--progress-interval", type=duration_seconds, default=env_default("progress_interval", "5s"))
+    return p
+
+
+@dataclass(frozen=True)
+class Summary:
+    read: int
+    scored: int
+    dead_letters: int
+    duplicates: int
+    seconds: float
+
+    def line(self) -> str:
+        rate = self.read / self.seconds if self.seconds > 0 else 0.0
+        return (f"backfill done in {self.seconds:.1f}s: read {self.read:,}, scored {self.scored:,}, "
+                f"dead-lettered {self.dead_letters:,}, duplicates {self.duplicates:,} ({rate:,.0f} records/s)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the command line asked for, checked before any pipeline is built."""
+
+    paths: list[str]
+    ranges: list[PartitionRange]
+    expected: int | None
+    aliases: dict[str, str]
+    aggregation: AggregationConfig
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    if not args.input and not args.topics:
+        raise UsageError("nothing to read: give --input and/or --kafka-bootstrap with --topics")
+    if args.topics and not args.kafka_bootstrap:
+        raise UsageError("--topics needs --kafka-bootstrap")
+    if args.batch_size < 1 or args.top_k < 0:
+        raise UsageError("--batch-size must be >= 1 and --top-k >= 0")
+    try:
+        aggregation = AggregationConfig(half_lives_s=tuple(args.half_life or (3600.0, 21600.0)),
+                                        horizon_s=args.horizon, cadence_s=args.cadence, top_k=args.top_k)
+        aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    paths = expand_inputs(args.input or [])
+    ranges = kafka_ranges(args) if args.topics else []
+    expected = sum(_count(path) for path in paths) + sum(r.size for r in ranges)
+    return Plan(paths, ranges, expected, aliases, aggregation)
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    paths: list[str] = []
+    for pattern in patterns:
+        matched = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        if not matched:
+            raise UsageError(f"--input {pattern!r} matches no file")
+        for path in matched:
+            try:
+                file_format(path)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        paths += [path for path in matched if path not in paths]
+    return paths
+
+
+def kafka_ranges(args: argparse.Namespace) -> list[PartitionRange]:
+    try:
+        start, end = parse_bound(args.start, "earliest"), parse_bound(args.end, "latest")
+        return resolve_ranges(args.kafka_bootstrap, args.topics, start, end)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except KafkaError as exc:
+        raise UsageError(f"cannot read Kafka at {args.kafka_bootstrap}: {exc}") from None
+
+
+def _count(path: str) -> int:
+    with FileSystems.open(path) as stream:
+        return count_records(stream, path)
+
+
+def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> None:
+    """The backfill graph (docs/architecture.md); every step is a labelled transform."""
+    sources = []
+    if the_plan.paths:
+        sources.append(pipeline | "Read files" >> ReadFiles(the_plan.paths))
+    if the_plan.ranges:
+        sources.append(pipeline | "Read Kafka range" >> ReadKafkaRange(args.kafka_bootstrap, the_plan.ranges))
+    records = sources | "Merge sources" >> beam.Flatten()
+    parsed = (records
+              | "Progress read" >> ReportProgress("read", the_plan.expected, args.progress_interval)
+              | "Parse" >> Parse())
+    handler = SentimentModelHandler(args.model, args.device, max_batch_size=args.batch_size)
+    scored = (parsed.items
+              | "Extract tickers" >> ExtractTickers(the_plan.aliases)
+              | "Drop duplicate ids" >> DropDuplicateIds()
+              | "Novelty" >> Novelty(args.horizon)
+              | "Score" >> Score(handler))
+    items = (scored["items"]
+             | "Relevance" >> Relevance()
+             | "Progress scored" >> ReportProgress("scored", the_plan.expected, args.progress_interval))
+    outputs = {
+        "items": items,
+        "dead_letters": (parsed[DEAD], scored[DEAD]) | "Merge dead letters" >> beam.Flatten(),
+        "points": items | "Aggregate" >> Aggregate(the_plan.aggregation),
+    }
+    if args.parquet_out:
+        _ = outputs | "Write Parquet" >> WriteParquetTables(args.parquet_out)
+    else:
+        _ = outputs | "Write DuckDB" >> WriteToDuckDB(args.db)
+
+
+def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    options = PipelineOptions(beam_args)
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return beam.Pipeline(options=options)
+    return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+def run_backfill(argv: list[str]) -> Summary:
+    args, beam_args = parser().parse_known_args(argv)
+    if args.import_parquet:
+        started = time.monotonic()
+        with DuckDBSink(args.db) as sink:
+            written = sink.import_parquet(args.import_parquet)
+        log.info("imported %s into %s: %s new rows", args.import_parquet, args.db, written)
+        return Summary(0, written.get("items", 0), written.get("dead_letters", 0), 0, time.monotonic() - started)
+    the_plan = plan(args)
+    if not args.parquet_out:
+        with DuckDBSink(args.db):  # the schema exists even when every record is refused
+            pass
+    started = time.monotonic()
+    pipeline = make_pipeline(beam_args)
+    build(pipeline, args, the_plan)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {name: 0 for name in ("read", "scored", "dead_letters", "duplicates")}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        if counter.key.metric.name in counters:
+            counters[counter.key.metric.name] += counter.committed or 0
+    return Summary(seconds=time.monotonic() - started, **counters)
+
+
+def run(argv: list[str]) -> int:
+    # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
+    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+    summary = run_backfill(argv)
+    print(summary.line())
+    return 0
