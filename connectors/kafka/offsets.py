@@ -1,0 +1,165 @@
+"""Commit Kafka consumer-group offsets only once the rows they cover are durable in DuckDB.
+
+The source records every offset it hands to the pipeline (``consumed``); the sink acknowledges
+an offset once its item or dead letter is written, and the dedupe step once it dropped a
+duplicate (``ack``). The offset that may be committed for a partition is the oldest offset still
+unacknowledged, or one past the last consumed when none is pending: a contiguous prefix of what
+was read, so gaps in the log (compaction, transaction markers) never stall it, and a crash at
+any point replays exactly the records whose rows might be missing.
+
+The ledger lives in the process that runs the pipeline (the local FnApiRunner runs source and
+sink in one process); :func:`ledger_for` finds it by run id.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]  # (topic, partition): picklable and hashable
+
+
+@dataclass
+class _PartitionLedger:
+    next_offset: int  # one past the last consumed offset
+    pending: dict[int, int | None] = field(default_factory=dict)  # offset -> Kafka timestamp ms
+    order: deque[int] = field(default_factory=deque)  # consumed offsets, oldest first
+
+    def committable(self) -> int:
+        while self.order and self.order[0] not in self.pending:
+            self.order.popleft()
+        return self.order[0] if self.order else self.next_offset
+
+
+class DeliveryLedger:
+    """Per partition: which consumed offsets are not yet durable. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._partitions: dict[Partition, _PartitionLedger] = {}
+        self._committed: dict[Partition, int] = {}
+
+    def begin(self, partition: Partition, start_offset: int) -> None:
+        """The source starts reading ``partition`` at ``start_offset`` (its resume point)."""
+        with self._lock:
+            self._partitions.setdefault(partition, _PartitionLedger(next_offset=start_offset))
+
+    def consumed(self, partition: Partition, offset: int, timestamp_ms: int | None = None) -> None:
+        with self._lock:
+            ledger = self._partitions.setdefault(partition, _PartitionLedger(next_offset=offset))
+            ledger.pending[offset] = timestamp_ms
+            ledger.order.append(offset)
+            ledger.next_offset = max(ledger.next_offset, offset + 1)
+
+    def ack(self, partition: Partition, offset: int) -> int | None:
+        """Mark ``offset`` durable (or deliberately dropped); returns its Kafka timestamp in ms."""
+        with self._lock:
+            ledger = self._partitions.get(partition)
+            if ledger is None:
+                return None
+            return ledger.pending.pop(offset, None)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return sum(len(p.pending) for p in self._partitions.values())
+
+    def committable(self) -> dict[Partition, int]:
+        """The offset to commit per partition (Kafka's convention: the next record to read)."""
+        with self._lock:
+            return {partition: ledger.committable() for partition, ledger in self._partitions.items()}
+
+    def uncommitted(self) -> dict[Partition, int]:
+        """Committable offsets that differ from the last ones marked committed."""
+        with self._lock:
+            current = {p: ledger.committable() for p, ledger in self._partitions.items()}
+            return {p: o for p, o in current.items() if self._committed.get(p) != o}
+
+    def mark_committed(self, offsets: dict[Partition, int]) -> None:
+        with self._lock:
+            self._committed.update(offsets)
+
+
+_LEDGERS: dict[str, DeliveryLedger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
+def ledger_for(run_id: str) -> DeliveryLedger:
+    """The ledger of one streaming run in this process (created on first use)."""
+    with _LEDGERS_LOCK:
+        return _LEDGERS.setdefault(run_id, DeliveryLedger())
+
+
+def forget_ledger(run_id: str) -> None:
+    with _LEDGERS_LOCK:
+        _LEDGERS.pop(run_id, None)
+
+
+class OffsetCommitter:
+    """Commits a ledger's durable prefix to the consumer group, at most every ``interval_s``.
+
+    A failed commit is logged and retried at the next call: offsets only move forward once the
+    broker accepted them, and an uncommitted offset only means a replay that the idempotent sink
+    absorbs.
+    """
+
+    def __init__(self, bootstrap_servers: str, group_id: str, ledger: DeliveryLedger,
+                 interval_s: float = 1.0, **consumer_config: object) -> None:
+        self._config = dict(bootstrap_servers=bootstrap_servers, group_id=group_id,
+                            enable_auto_commit=False, client_id="tickerpulse-committer",
+                            **consumer_config)
+        self.group_id = group_id
+        self.ledger = ledger
+        self.interval_s = interval_s
+        self._consumer: KafkaConsumer | None = None
+        self._last_commit = float("-inf")
+
+    def maybe_commit(self) -> dict[Partition, int]:
+        if time.monotonic() - self._last_commit < self.interval_s:
+            return {}
+        return self.commit()
+
+    def commit(self) -> dict[Partition, int]:
+        """Commit what is durable and not yet committed; returns what was committed."""
+        self._last_commit = time.monotonic()
+        offsets = self.ledger.uncommitted()
+        if not offsets:
+            return {}
+        try:
+            if self._consumer is None:
+                self._consumer = KafkaConsumer(**self._config)
+            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()})
+        except KafkaError as exc:
+            log.warning("offset commit for group %r failed (%s: %s); retrying at the next flush",
+                        self.group_id, type(exc).__name__, exc)
+            self.close()
+            return {}
+        self.ledger.mark_committed(offsets)
+        return offsets
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except KafkaError:
+                pass
+            self._consumer = None
+
+
+def committed_offsets(bootstrap_servers: str, group_id: str,
+                      partitions: list[Partition]) -> dict[Partition, int | None]:
+    """The group's committed offset per partition (None: nothing committed yet)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id,
+                             enable_auto_commit=False, client_id="tickerpulse-offsets")
+    try:
+        return {(t, p): consumer.committed(TopicPartition(t, p)) for t, p in partitions}
+    finally:
+        consumer.close(autocommit=False)

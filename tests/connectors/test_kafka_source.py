@@ -1,0 +1,143 @@
+"""The pure-Python Kafka source and the offset ledger, against a real local broker."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewPartitions
+
+from connectors.kafka.embedded import create_topics
+from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter, committed_offsets, ledger_for
+from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, run_control
+
+_SEEN: dict[str, list] = {}
+
+
+class _Collect(beam.DoFn):
+    """Acks every record at once (a stand-in for the DuckDB sink) and remembers it."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def process(self, record):
+        _SEEN.setdefault(self.run_id, []).append(record)
+        ledger_for(self.run_id).ack((record.kafka_topic, record.kafka_partition), record.kafka_offset)
+
+
+def _read(bootstrap: str, group: str, topics: tuple[str, ...], until_idle_s: float = 2.0,
+          **settings) -> tuple[list, KafkaSourceConfig]:
+    config = KafkaSourceConfig(bootstrap, group, topics, run_id=str(uuid.uuid4()),
+                               until_idle_s=until_idle_s, discovery_interval_s=0.5, **settings)
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        pipeline | ReadFromKafka(config) | beam.ParDo(_Collect(config.run_id))
+    committer = OffsetCommitter(bootstrap, group, ledger_for(config.run_id))
+    committer.commit()
+    committer.close()
+    return _SEEN.pop(config.run_id, []), config
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for i, value in enumerate(values):
+        producer.send(topic, value, partition=i % partitions)
+    producer.flush()
+    producer.close()
+
+
+def test_ledger_commits_only_the_durable_prefix_and_skips_log_gaps():
+    ledger = DeliveryLedger()
+    p = ("news", 0)
+    ledger.begin(p, 10)
+    assert ledger.committable() == {p: 10}
+    for offset in (10, 11, 14, 15):  # 12-13 are a gap in the log (compaction, tx markers)
+        ledger.consumed(p, offset, 1000 + offset)
+    assert ledger.ack(p, 11) == 1011
+    assert ledger.committable() == {p: 10}  # 10 not durable yet: nothing past it
+    ledger.ack(p, 10)
+    assert ledger.committable() == {p: 14}
+    ledger.ack(p, 15)
+    assert ledger.committable() == {p: 14}
+    ledger.ack(p, 14)
+    assert ledger.committable() == {p: 16}
+    assert ledger.pending_count() == 0
+    ledger.mark_committed({p: 16})
+    assert ledger.uncommitted() == {}
+
+
+def test_reads_every_partition_then_resumes_from_committed_offsets(kafka_broker):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=2)
+    _produce(bootstrap, "news", [f"m{i}".encode() for i in range(20)], partitions=2)
+
+    records, _ = _read(bootstrap, "g1", ("news",))
+    assert sorted(r.raw for r in records) == sorted(f"m{i}".encode() for i in range(20))
+    assert {(r.kafka_partition, r.kafka_offset) for r in records} == {(p, o) for p in (0, 1) for o in range(10)}
+    assert all(r.location == f"news/{r.kafka_partition}/{r.kafka_offset}" for r in records)
+    assert all(r.kafka_timestamp_ms > 0 for r in records)
+    assert committed_offsets(bootstrap, "g1", [("news", 0), ("news", 1)]) == {("news", 0): 10, ("news", 1): 10}
+
+    _produce(bootstrap, "news", [b"late-0", b"late-1"], partitions=2)
+    again, _ = _read(bootstrap, "g1", ("news",))
+    assert sorted(r.raw for r in again) == [b"late-0", b"late-1"]
+
+
+def test_partition_added_while_running_is_read(kafka_broker):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    _produce(bootstrap, "news", [b"first"], partitions=1)
+
+    def grow_topic():
+        time.sleep(2.0)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_partitions({"news": NewPartitions(total_count=2)})
+        admin.close()
+        _produce(bootstrap, "news", [b"to-p0", b"to-p1"], partitions=2)
+
+    grower = threading.Thread(target=grow_topic)
+    grower.start()
+    records, _ = _read(bootstrap, "g2", ("news",), until_idle_s=5.0)
+    grower.join()
+    assert sorted((r.kafka_partition, r.raw) for r in records) == [(0, b"first"), (0, b"to-p0"), (1, b"to-p1")]
+
+
+def test_stop_request_ends_an_endless_run(kafka_broker):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    _produce(bootstrap, "news", [b"only"], partitions=1)
+    config = KafkaSourceConfig(bootstrap, "g3", ("news",), run_id=str(uuid.uuid4()))
+    threading.Timer(3.0, run_control(config.run_id).request_stop).start()
+    started = time.monotonic()
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        pipeline | ReadFromKafka(config) | beam.ParDo(_Collect(config.run_id))
+    assert 3.0 <= time.monotonic() - started < 15.0
+    assert [r.raw for r in _SEEN.pop(config.run_id)] == [b"only"]
+
+
+def test_unreachable_broker_is_logged_and_retried(kafka_broker, caplog):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    _produce(bootstrap, "news", [b"before"], partitions=1)
+    config = KafkaSourceConfig(bootstrap, "g4", ("news",), run_id=str(uuid.uuid4()), until_idle_s=12.0,
+                               request_timeout_ms=1500, health_interval_s=0.5)
+
+    def bounce():
+        time.sleep(2.0)
+        kafka_broker.stop()
+        time.sleep(3.0)
+        kafka_broker.start()
+        _produce(bootstrap, "news", [b"after"], partitions=1)
+
+    bouncer = threading.Thread(target=bounce)
+    bouncer.start()
+    with caplog.at_level("WARNING", logger="connectors.kafka.source"):
+        with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+            pipeline | ReadFromKafka(config) | beam.ParDo(_Collect(config.run_id))
+    bouncer.join()
+    assert [r.raw for r in _SEEN.pop(config.run_id)] == [b"before", b"after"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "connectors.kafka.source"]
+    assert any("unreachable" in m and "retrying in" in m for m in messages), messages
+    assert any("reachable again" in m for m in messages), messages
