@@ -1,0 +1,174 @@
+"""Property tests of the recency attention (issue 3): hypothesis draws the streams."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.aggregation import AggregationConfig, TickerState, aggregate_series
+from models.aggregation_attention import RecencyAttention, horizon_pairs
+
+T0 = 1_699_999_800.0  # a multiple of every cadence used here
+YEAR = 365.25 * 86400.0
+PROPERTY_SETTINGS = settings(max_examples=40, deadline=None,
+                             suppress_health_check=[HealthCheck.too_slow])
+
+scores = st.floats(-1.0, 1.0)
+relevances = st.floats(-5.0, 5.0)
+half_lives = st.floats(1.0, 1e6)
+
+
+@st.composite
+def item_streams(draw, max_items=40, max_gap_s=7200.0):
+    """Items in event-time order with irregular gaps (including equal timestamps)."""
+    n = draw(st.integers(1, max_items))
+    gaps = draw(st.lists(st.floats(0.0, max_gap_s), min_size=n, max_size=n))
+    ts, items = T0, []
+    for i, gap in enumerate(gaps):
+        ts += gap
+        items.append((f"i{i:03d}", ts, draw(scores), draw(relevances)))
+    return items
+
+
+@PROPERTY_SETTINGS
+@given(items=item_streams(), h=half_lives)
+def test_weights_sum_to_one(items, h):
+    cfg = AggregationConfig(half_lives_s=(h,), horizon_s=86400.0, cadence_s=600.0,
+                            top_k=len(items))  # the explanation then lists every weight
+    for point in aggregate_series("T", items, cfg):
+        assert len(point.top_items) == point.n_items
+        assert math.fsum(w for _, w in point.top_items) == pytest.approx(1.0, abs=1e-12)
+        assert min(w for _, w in point.top_items) >= 0.0
+        assert 1.0 - 1e-9 <= point.ess <= point.n_items + 1e-9
+
+
+@PROPERTY_SETTINGS
+@given(items=item_streams(), seed=st.integers(0, 2**32 - 1))
+def test_result_does_not_depend_on_item_order(items, seed):
+    cfg = AggregationConfig(horizon_s=43200.0, cadence_s=600.0)
+    shuffled = list(items)
+    random.Random(seed).shuffle(shuffled)
+    for a, b in zip(aggregate_series("T", items, cfg), aggregate_series("T", shuffled, cfg),
+                    strict=True):
+        assert a.sentiment == pytest.approx(b.sentiment, abs=1e-12)
+        assert a.top_items == b.top_items or all(
+            x[0] == y[0] and x[1] == pytest.approx(y[1], abs=1e-12)
+            for x, y in zip(a.top_items, b.top_items, strict=True))
+
+
+@PROPERTY_SETTINGS
+@given(h=st.floats(60.0, 1e5), r=relevances, s_old=scores, s_new=scores)
+def test_after_one_half_life_relative_weight_halves(h, r, s_old, s_new):
+    cfg = AggregationConfig(half_lives_s=(h,), horizon_s=10 * h, cadence_s=60.0, top_k=2)
+    fresh_ts = T0 + 60.0 * math.ceil(h / 60.0)  # on the grid, so its age is exactly 0
+    items = [("old", fresh_ts - h, s_old, r), ("new", fresh_ts, s_new, r)]
+    point = [p for p in aggregate_series("T", items, cfg) if p.ts_s == fresh_ts][0]
+    weights = dict(point.top_items)
+    assert weights["old"] / weights["new"] == pytest.approx(0.5, rel=1e-9)
+
+
+@PROPERTY_SETTINGS
+@given(items=item_streams(max_gap_s=3600.0))
+def test_infinite_half_life_gives_the_relevance_weighted_mean(items):
+    cfg = AggregationConfig(half_lives_s=(1e18,), horizon_s=1e9, cadence_s=3600.0)
+    last = aggregate_series("T", items, cfg)[-1]
+    top = max(r for *_, r in items)
+    weights = [math.exp(r - top) for *_, r in items]
+    expected = math.fsum(w * s for w, (_, _, s, _) in zip(weights, items)) / math.fsum(weights)
+    assert last.n_items == len(items)
+    assert last.sentiment == pytest.approx(expected, abs=1e-9)
+
+
+@PROPERTY_SETTINGS
+@given(items=item_streams(max_items=20, max_gap_s=YEAR), h=half_lives)
+def test_ages_of_years_stay_finite_in_both_forms(items, h):
+    cfg = AggregationConfig(half_lives_s=(h,), horizon_s=20 * YEAR, cadence_s=30 * 86400.0)
+    batch = aggregate_series("T", items, cfg)
+    state = TickerState("T", cfg)
+    streamed = {}
+    for item in items:
+        for p in state.add(*item):
+            streamed[p.ts_s] = p
+    assert len(batch) == len(streamed)
+    for p in batch:
+        q = streamed[p.ts_s]
+        for value in (p.sentiment, p.ess, q.sentiment, q.ess):
+            assert math.isfinite(value)
+        assert -1.0 - 1e-12 <= p.sentiment <= 1.0 + 1e-12
+        assert q.sentiment == pytest.approx(p.sentiment, abs=1e-6)
+        assert q.ess == pytest.approx(p.ess, rel=1e-6)
+
+
+@PROPERTY_SETTINGS
+@given(items=item_streams(max_items=60, max_gap_s=20000.0),
+       cadence=st.sampled_from([60.0, 300.0, 3600.0]), horizon=st.floats(600.0, 86400.0),
+       top_k=st.integers(0, 4))
+def test_streaming_rows_equal_the_batch(items, cadence, horizon, top_k):
+    cfg = AggregationConfig(half_lives_s=(900.0, 7200.0), horizon_s=horizon, cadence_s=cadence,
+                            top_k=top_k)
+    state, final = TickerState("T", cfg), {}
+    for item in items:
+        for p in state.add(*item):
+            final[(p.ts_s, p.half_life_s)] = p
+    batch = aggregate_series("T", items, cfg)
+    assert sorted(final) == [(p.ts_s, p.half_life_s) for p in batch]
+    for p in batch:
+        q = final[(p.ts_s, p.half_life_s)]
+        assert q.n_items == p.n_items
+        assert q.sentiment == pytest.approx(p.sentiment, abs=1e-6)
+        assert q.ess == pytest.approx(p.ess, rel=1e-6)
+        assert q.mean_score == pytest.approx(p.mean_score, abs=1e-6)
+        assert [i for i, _ in q.top_items] == [i for i, _ in p.top_items]
+        assert [w for _, w in q.top_items] == pytest.approx([w for _, w in p.top_items], abs=1e-6)
+
+
+@PROPERTY_SETTINGS
+@given(items=item_streams(max_gap_s=20000.0), horizon=st.floats(60.0, 7200.0))
+def test_empty_horizon_gives_no_value_never_zero(items, horizon):
+    cfg = AggregationConfig(horizon_s=horizon, cadence_s=300.0)
+    state = TickerState("T", cfg)
+    streamed = [p for item in items for p in state.add(*item)]
+    for p in aggregate_series("T", items, cfg) + streamed:
+        assert p.n_items >= 1
+        assert any(p.ts_s - horizon < ts <= p.ts_s for _, ts, _, _ in items)
+    assert aggregate_series("T", [], cfg) == []
+
+
+def test_hundred_thousand_items_per_ticker_stay_exact_and_finite():
+    n = 100_000
+    rng = random.Random(11)
+    items = [(f"i{i:06d}", T0 + i * 30.0, rng.uniform(-1, 1), rng.gauss(0, 2)) for i in range(n)]
+    cfg = AggregationConfig(half_lives_s=(1.0, 3600.0, 1e9), horizon_s=10 * YEAR,
+                            cadence_s=30.0 * n, top_k=3)
+    batch = aggregate_series("T", items, cfg)[-3:]  # the point after the last item
+    assert [p.n_items for p in batch] == [n] * 3
+    assert all(math.isfinite(p.sentiment) and math.isfinite(p.ess) for p in batch)
+    state = TickerState("T", cfg)
+    for item in items[:-1]:
+        state.add(*item)
+    for p, q in zip(batch, state.add(*items[-1]), strict=True):
+        assert q.sentiment == pytest.approx(p.sentiment, abs=1e-6)
+        assert q.ess == pytest.approx(p.ess, rel=1e-6)
+
+
+@PROPERTY_SETTINGS
+@given(lengths=st.lists(st.integers(1, 30), min_size=1, max_size=20), seed=st.integers(0, 999))
+def test_segment_softmax_weights_sum_to_one_per_query(lengths, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n_items = max(lengths) + 5
+    lo = torch.randint(0, 5, (len(lengths),), generator=gen)
+    hi = lo + torch.tensor(lengths)
+    pair_query, pair_item = horizon_pairs(lo, hi)
+    item_ts = torch.sort(torch.rand(n_items, generator=gen, dtype=torch.float64) * 1e8).values
+    out = RecencyAttention()(item_ts, torch.rand(n_items, dtype=torch.float64, generator=gen),
+                             torch.randn(n_items, dtype=torch.float64, generator=gen) * 50,
+                             torch.full((len(lengths),), 2e8, dtype=torch.float64),
+                             torch.full((len(lengths),), 10.0, dtype=torch.float64),
+                             pair_query, pair_item)
+    sums = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, pair_query, out.weight)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-12)
+    assert out.n_items.tolist() == lengths
