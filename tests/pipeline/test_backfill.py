@@ -1,0 +1,139 @@
+"""End to end: a JSONL with good and bad lines -> a real DuckDB file, with the bundled model."""
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+from pipeline import backfill
+from pipeline.cli import main
+
+T0 = 1714550400000  # 2024-05-01T08:00Z, epoch ms
+TABLES = ("items", "item_tickers", "ticker_sentiment", "dead_letters")
+
+GOOD = [
+    {"id": "a1", "text": "$AAPL beats estimates and raises full-year guidance", "published_at": T0, "source": "news"},
+    {"id": "a2", "text": "Apple shares slump after profit warning", "published_at": T0 + 600_000, "source": "news",
+     "tickers": ["aapl"]},
+    {"id": "m1", "text": "Microsoft to report earnings on Tuesday", "published_at": "2024-05-01T08:20:00Z"},
+    {"id": "s1", "text": "$TSLA recalls 2 million cars http://t.co/x1", "published_at": T0 + 60_000, "source": "comment"},
+    {"id": "s2", "text": "$TSLA recalls 2 MILLION cars!! http://t.co/other", "published_at": T0 + 120_000, "source": "comment"},
+    {"id": "s3", "text": "$tsla recalls 2 million cars", "published_at": T0 + 180_000, "source": "comment"},
+    {"text": "no id here, $NVDA soars", "published_at": T0 + 240_000},
+]
+DUPLICATE = {"id": "a1", "text": "$AAPL beats estimates and raises full-year guidance", "published_at": T0}
+BAD = [
+    b'{"text": "unterminated',
+    b'{"id": "x1", "published_at": 1714550400000}',
+    b'{"id": "x2", "text": "caf\xe9 latin-1", "published_at": 1714550400000}',
+    json.dumps({"id": "x3", "text": "a" * 1_000_000, "published_at": T0}).encode(),
+    b'{"id": "x4", "text": "epoch seconds", "published_at": 1714550400}',
+    b'{"id": "x5", "text": "wrong type", "published_at": 1714550400000, "tickers": "AAPL"}',
+]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    lines = [json.dumps(r).encode() for r in GOOD[:3]] + [BAD[0], json.dumps(DUPLICATE).encode()] \
+        + [json.dumps(r).encode() for r in GOOD[3:]] + BAD[1:]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n\n")  # a trailing blank line is not a record
+    return path
+
+
+def snapshot(db: str) -> dict[str, list]:
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
+    finally:
+        con.close()
+
+
+def test_backfill_jsonl_counts_dead_letters_and_idempotent_rerun(corpus, tmp_path, capsys):
+    db = str(tmp_path / "tp.duckdb")
+    argv = ["--input", str(corpus), "--db", db, "--half-life", "1h", "6h", "--cadence", "5m"]
+    assert backfill.run(argv) == 0
+    summary = capsys.readouterr().out
+    assert "read 14, scored 7, dead-lettered 6, duplicates 1" in summary
+
+    first = snapshot(db)
+    assert len(first["items"]) == len(GOOD) and len(first["dead_letters"]) == len(BAD)
+    con = duckdb.connect(db, read_only=True)
+    try:
+        dead = dict(con.execute("SELECT raw, reason FROM dead_letters").fetchall())
+        assert set(dead) == set(BAD)  # the exact bytes, including the non-UTF-8 line
+        assert "not UTF-8" in dead[BAD[2]] and "too long" in dead[BAD[3]] and "before 1990" in dead[BAD[4]]
+        locations = {row[0] for row in con.execute("SELECT source_location FROM dead_letters").fetchall()}
+        assert f"{corpus}:4" in locations
+        novelty = dict(con.execute("SELECT id, novelty_n FROM items WHERE id IN ('s1', 's2', 's3')").fetchall())
+        assert novelty == {"s1": 0, "s2": 1, "s3": 2}
+        tickers = con.execute("SELECT item_id, ticker FROM item_tickers ORDER BY ALL").fetchall()
+        assert ("a2", "AAPL") in tickers and ("s3", "TSLA") in tickers
+        assert not [t for t in tickers if t[0] == "m1"]
+        labels = dict(con.execute("SELECT id, label FROM items").fetchall())
+        assert labels["a1"] == "positive" and labels["a2"] == "negative"
+        scored = con.execute("SELECT min(score), max(score), min(confidence), count(DISTINCT model) FROM items").fetchone()
+        assert -1 <= scored[0] <= scored[1] <= 1 and scored[2] > 0.3 and scored[3] == 1
+        points = con.execute("SELECT ticker, half_life_s, count(*) FROM ticker_sentiment GROUP BY ALL ORDER BY ALL").fetchall()
+        assert {(t, h) for t, h, _ in points} == {(t, h) for t in ("AAPL", "NVDA", "TSLA") for h in (3600.0, 21600.0)}
+        aapl = con.execute("SELECT sentiment, n_items, top_items FROM ticker_sentiment "
+                           "WHERE ticker = 'AAPL' AND half_life_s = 3600 ORDER BY ts DESC LIMIT 1").fetchone()
+        assert aapl[1] == 2 and aapl[2][0]["item_id"] == "a2"  # the fresher item weighs more
+    finally:
+        con.close()
+
+    assert backfill.run(argv) == 0
+    assert snapshot(db) == first
+
+
+def test_parquet_out_then_import_matches_the_direct_sink(corpus, tmp_path):
+    direct, imported, out = str(tmp_path / "direct.duckdb"), str(tmp_path / "imported.duckdb"), tmp_path / "pq"
+    argv = ["--input", str(corpus), "--half-life", "2h"]
+    assert backfill.run(argv + ["--db", direct]) == 0
+    assert backfill.run(argv + ["--parquet-out", str(out)]) == 0
+    assert backfill.run(["--import-parquet", str(out), "--db", imported]) == 0
+    assert backfill.run(["--import-parquet", str(out), "--db", imported]) == 0  # idempotent
+
+    def comparable(db):  # ingestion times differ between two runs; everything else must not
+        tables = snapshot(db)
+        drop = {"items": 17, "dead_letters": 8}
+        return {t: sorted(tuple(v for i, v in enumerate(row) if i != drop.get(t)) for row in rows)
+                for t, rows in tables.items()}
+
+    assert comparable(imported) == comparable(direct)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input", "/nonexistent/*.jsonl"], "matches no file"),
+    (["--db", "x.duckdb"], "nothing to read"),
+    (["--topics", "news"], "--topics needs --kafka-bootstrap"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
+    assert main(["backfill", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_bad_duration_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["backfill", "--input", str(tmp_path), "--half-life", "soon"])
+    assert exc.value.code == 2 and "not a duration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("runner_args", [
+    ["--runner=DataflowRunner", "--project=tickerpulse-test", "--region=us-central1",
+     "--temp_location=gs://tickerpulse-bucket/tmp", "--setup_file=./setup.py"],
+    ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--environment_type=LOOPBACK"],
+])
+def test_pipeline_constructs_for_remote_runners(corpus, tmp_path, runner_args):
+    args, beam_args = backfill.parser().parse_known_args(
+        ["--input", str(corpus), "--parquet-out", str(tmp_path / "out"), *runner_args])
+    pipeline = backfill.make_pipeline(beam_args)
+    assert type(pipeline.runner).__name__ == runner_args[0].split("=")[1]
+    backfill.build(pipeline, args, backfill.plan(args))
+    proto = pipeline.to_runner_api()
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    for step in ("Read files", "Parse", "Extract tickers", "Drop duplicate ids", "Novelty", "Score",
+                 "Relevance", "Aggregate", "Merge dead letters", "Write Parquet"):
+        assert step in names
