@@ -1,0 +1,104 @@
+"""Loading checkpoints: label mapping onto (negative, neutral, positive), refusals, the bundle."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from models.classifier import (
+    BUNDLED_DIR,
+    ModelLoadError,
+    backbone_path,
+    label_projection,
+    load_classifier,
+)
+from models.engine import SentimentEngine
+
+
+def tiny_checkpoint(path: Path, id2label: dict[int, str], seed: int = 0) -> Path:
+    """A real, randomly initialised 2-layer BERT classifier with the backbone's tokenizer."""
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=len(id2label), id2label=id2label,
+                        label2id={v: k for k, v in id2label.items()})
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["negative", "neutral", "positive"], (0, 1, 2)),
+    (["Bearish", "Bullish", "Neutral"], (0, 2, 1)),  # twitter-financial-news order
+    (["positive", "negative", "neutral"], (2, 0, 1)),  # FinBERT order
+    (["LABEL_0", "LABEL_1", "LABEL_2"], (0, 1, 2)),
+    (["LABEL_0", "LABEL_1"], (0, 2)),
+    (["NEG", "POS"], (0, 2)),
+])
+def test_label_projection_maps_names_and_orders(names, expected):
+    assert label_projection(dict(enumerate(names))) == expected
+
+
+def test_label_projection_override_for_generic_labels():
+    assert label_projection(dict(enumerate(["LABEL_0", "LABEL_1", "LABEL_2"])),
+                            ["positive", "negative", "neutral"]) == (2, 0, 1)
+
+
+@pytest.mark.parametrize("names, message", [
+    (["joy", "anger", "neutral"], "cannot map checkpoint labels ['joy', 'anger']"),
+    (["positive", "positive", "negative"], "once each"),
+    (["neutral", "positive"], "once each"),
+    (["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"], "cannot map"),
+])
+def test_label_projection_refuses_unmappable(names, message):
+    with pytest.raises(ModelLoadError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        label_projection(dict(enumerate(names)))
+
+
+def test_checkpoint_with_other_label_order_reports_our_order(tmp_path):
+    path = tiny_checkpoint(tmp_path / "bullbear", {0: "bullish", 1: "bearish", 2: "neutral"})
+    classifier = load_classifier(path)
+    assert classifier.output_labels == (2, 0, 1)
+    assert classifier.name.startswith("bullbear@")
+    text = "Shares of $ACME jump after record quarter"
+    encoded = classifier.tokenizer(text, return_tensors="pt")
+    with torch.inference_mode():
+        raw = torch.softmax(classifier.model(**encoded).logits, dim=-1)[0].tolist()
+    (prediction,) = SentimentEngine(classifier, torch.device("cpu"), quantized=False).predict([text])
+    bullish, bearish, neutral = raw
+    assert prediction.probs == pytest.approx((bearish, neutral, bullish), abs=1e-5)
+
+
+def test_unmappable_checkpoint_is_refused_with_its_labels(tmp_path):
+    path = tiny_checkpoint(tmp_path / "emotions", {0: "joy", 1: "anger", 2: "fear"})
+    with pytest.raises(ModelLoadError, match="joy"):
+        load_classifier(path)
+
+
+def test_missing_or_non_model_directory_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a directory"):
+        load_classifier(tmp_path / "nope")
+    with pytest.raises(ModelLoadError, match="not a model directory"):
+        load_classifier(tmp_path)
+
+
+def test_bundle_is_small_and_holds_only_trained_weights():
+    bundle = json.loads((BUNDLED_DIR / "bundle.json").read_text())
+    delta = BUNDLED_DIR / bundle["delta"]
+    assert delta.stat().st_size < 25 * 1024 * 1024
+    from safetensors import safe_open
+
+    with safe_open(str(delta), "pt") as handle:
+        keys = list(handle.keys())
+        assert all(handle.get_tensor(k).dtype == torch.float16 for k in keys)
+    assert "classifier.weight" in keys
+    assert not any(k.startswith("bert.embeddings.") for k in keys)
+
+
+def test_bundled_model_loads_with_versioned_name():
+    classifier = load_classifier()
+    assert classifier.name.startswith("tickerpulse-minilm-ft@")
+    assert classifier.output_labels == (0, 1, 2)
+    assert classifier.normalize

@@ -1,0 +1,120 @@
+"""The inference engine: same answers as an unbatched forward pass, duplicates scored once."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from models.classifier import ModelLoadError, backbone_path, load_classifier
+from models.data import LABELS, normalize_text
+from models.engine import Prediction, SentimentEngine, resolve_device
+
+TEXTS = [
+    "$AAPL up",
+    "Acme Corp cuts its full-year revenue forecast as demand for widgets slows sharply in Europe",
+    "RT @trader42: $TSLA deliveries miss https://t.co/abc123",
+    "Fed holds rates",
+    "",
+    "Shares of $XYZ rally 12% after the company beats estimates and raises guidance for 2025",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory) -> SentimentEngine:
+    path: Path = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=3,
+                        id2label={0: "negative", 1: "neutral", 2: "positive"})
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
+    return SentimentEngine(load_classifier(path), torch.device("cpu"), quantized=False, batch_size=2)
+
+
+def test_bucketed_padded_batches_match_one_by_one_forward(tiny_engine):
+    classifier = tiny_engine.classifier
+    expected = []
+    with torch.inference_mode():
+        for text in TEXTS:
+            encoded = classifier.tokenizer(text, truncation=True, max_length=classifier.max_length,
+                                           return_tensors="pt")
+            expected.append(torch.softmax(classifier.model(**encoded).logits, -1)[0].tolist())
+    predictions = tiny_engine.predict(TEXTS)
+    assert [p.probs for p in predictions] == [pytest.approx(e, abs=1e-5) for e in expected]
+
+
+def test_prediction_fields_are_consistent(tiny_engine):
+    for p in tiny_engine.predict(TEXTS):
+        assert sum(p.probs) == pytest.approx(1.0, abs=1e-5)
+        assert -1.0 <= p.score <= 1.0 and p.score == pytest.approx(p.probs[2] - p.probs[0])
+        assert p.confidence == max(p.probs) and p.label == LABELS[p.probs.index(p.confidence)]
+        assert p.model == tiny_engine.name
+
+
+def test_duplicates_are_scored_once_and_cached_across_calls(tiny_engine):
+    normalising = dataclasses.replace(tiny_engine.classifier, normalize=True)
+    engine = SentimentEngine(normalising, torch.device("cpu"), quantized=False, batch_size=64)
+    rows_seen = []
+    hook = engine.classifier.model.bert.embeddings.register_forward_hook(
+        lambda module, inputs, output: rows_seen.append(output.shape[0]))
+    try:
+        first = engine.predict(["same text", "other", "same text", "same  text "])
+        assert sum(rows_seen) == 2  # "same  text " normalises to "same text"
+        assert first[0] == first[2] == first[3]
+        again = engine.predict(["other", "new one"])
+        assert sum(rows_seen) == 3 and again[0] == first[1]
+    finally:
+        hook.remove()
+
+
+def test_int8_path_stays_close_to_fp32(tiny_engine):
+    quantized = SentimentEngine(tiny_engine.classifier, torch.device("cpu"), quantized=True)
+    assert quantized.name.endswith("+int8")
+    for fp32, int8 in zip(tiny_engine.predict(TEXTS), quantized.predict(TEXTS)):
+        assert int8.probs == pytest.approx(fp32.probs, abs=0.05)
+
+
+def test_from_probs_builds_label_score_confidence():
+    p = Prediction.from_probs([0.7, 0.2, 0.1], "m@1")
+    assert (p.label, p.confidence, p.model) == ("negative", 0.7, "m@1")
+    assert p.score == pytest.approx(-0.6)
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(ModelLoadError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_non_string_text_is_a_type_error(tiny_engine):
+    with pytest.raises(TypeError, match="must be str"):
+        tiny_engine.predict(["ok", None])
+
+
+def test_normalisation_keeps_cashtags_and_masks_urls_and_mentions():
+    assert normalize_text("RT @jane_doe: $AAPL beats!  https://t.co/x1 www.ex.com/a") == "RT @user: $AAPL beats! url url"
+
+
+@pytest.mark.slow
+def test_bundled_default_scores_clear_headlines():
+    engine = SentimentEngine.load()
+    cases = {
+        "Acme Corp issues profit warning, shares plunge 20%": "negative",
+        "Acme beats quarterly estimates and raises full-year guidance": "positive",
+        "Acme to report third-quarter results on October 24": "neutral",
+    }
+    predictions = engine.predict(list(cases))
+    assert [p.label for p in predictions] == list(cases.values())
+    for p in predictions:
+        assert p.model == engine.name and engine.name.startswith("tickerpulse-minilm-ft@")
+        assert all(0.0 <= x <= 1.0 for x in p.probs) and sum(p.probs) == pytest.approx(1.0, abs=1e-4)
+        assert p.confidence > 0.5
+    negative, positive, neutral = predictions
+    assert negative.score < -0.5 < 0.5 < positive.score and abs(neutral.score) < 0.5
