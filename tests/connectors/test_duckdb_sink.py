@@ -1,0 +1,54 @@
+"""The DuckDB writer: Arrow inserts, idempotent replays, sentiment points overwritten in place."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from connectors.duckdb import arrow_rows
+from connectors.duckdb.sink import DuckDBSink
+from models.aggregation import SentimentPoint
+from pipeline.records import DeadLetter, Item
+
+TS = datetime(2024, 5, 1, 8, tzinfo=timezone.utc)
+
+
+def scored(item_id: str, tickers=("AAPL",)) -> Item:
+    return Item(id=item_id, ts=TS, source="news", text=f"text {item_id}", text_key="k", tickers=tickers,
+                label="positive", score=0.5, probs=(0.1, 0.3, 0.6), confidence=0.6, relevance=-0.5, model="m@1")
+
+
+def point(sentiment: float) -> SentimentPoint:
+    return SentimentPoint("AAPL", TS.timestamp(), 3600.0, sentiment, 2, 1.9, 0.4, (("a", 0.6), ("b", 0.4)))
+
+
+def test_replays_change_nothing_and_points_are_upserted(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    dead = DeadLetter(raw=b"\xff", reason="not UTF-8", stage="parse", location="f:1")
+    with DuckDBSink(db) as sink:
+        first = sink.write([scored("a"), scored("b", ("AAPL", "MSFT")), scored("a")], [dead, dead], [point(0.1)])
+        assert first == {"items": 2, "item_tickers": 3, "dead_letters": 1, "ticker_sentiment": 1}
+        before = sink.con.execute("SELECT * FROM items ORDER BY id").fetchall()
+        again = sink.write([scored("a"), scored("b", ("AAPL", "MSFT"))], [dead], [point(0.7)])
+        assert again["items"] == 0 and again["item_tickers"] == 0 and again["dead_letters"] == 0
+        assert sink.con.execute("SELECT * FROM items ORDER BY id").fetchall() == before  # ingested_at kept
+    con = duckdb.connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT sentiment, top_items FROM ticker_sentiment").fetchall() == [
+            (0.7, [{"item_id": "a", "weight": 0.6}, {"item_id": "b", "weight": 0.4}])]
+        assert con.execute("SELECT raw, source_location FROM dead_letters").fetchall() == [(b"\xff", "f:1")]
+    finally:
+        con.close()
+
+
+def test_a_failed_write_rolls_back_everything(tmp_path):
+    good_dead = arrow_rows.dead_letters_table([DeadLetter(raw=b"x", reason="r", stage="parse", location="f:2")])
+    row = arrow_rows.item_row(scored("u"), TS)
+    row["label"] = None  # violates NOT NULL after the dead letter was inserted in the same transaction
+    bad_items = pa.Table.from_pylist([row], schema=arrow_rows.ITEMS)
+    with DuckDBSink(str(tmp_path / "s.duckdb")) as sink:
+        with pytest.raises(duckdb.Error):
+            sink.write_tables({"dead_letters": good_dead, "items": bad_items})
+        assert sink.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
