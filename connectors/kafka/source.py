@@ -68,7 +68,7 @@ class RunControl:
 
     until_idle_s: float | None = None
     stop_requested: threading.Event = field(default_factory=threading.Event)
-    last_record_at: float = field(default_factory=time.monotonic)
+    last_record_at: float | None = None  # the idle clock starts at the first poll, not at setup
     consumed: int = 0
     lag: dict[Partition, int] = field(default_factory=dict)
     _ended: bool = False
@@ -85,6 +85,8 @@ class RunControl:
     def should_end(self) -> bool:
         """True once stopped or idle for ``until_idle_s``; stays true so every partition ends."""
         with self._lock:
+            if self.last_record_at is None:
+                self.last_record_at = time.monotonic()
             if not self._ended:
                 idle = time.monotonic() - self.last_record_at
                 self._ended = self.stop_requested.is_set() or (

@@ -1,0 +1,201 @@
+"""``tickerpulse stream``: the continuous job, Kafka -> scores -> DuckDB, resuming where it stopped.
+
+    python run_pipeline.py stream --bootstrap-servers localhost:9092 --topics news comments \\
+        --group-id tickerpulse --db tp.duckdb --half-life 1h 6h
+    python run_pipeline.py stream ... --until-idle 30s      # catch up, then exit
+    python run_pipeline.py stream ... --metrics-port 9108   # Prometheus at :9108/metrics
+
+Delivery: a Kafka offset is committed only after the rows it covers are in DuckDB, and every
+write is idempotent, so a crash anywhere replays at most the uncommitted records and duplicates
+nothing. SIGINT/SIGTERM stop the source, flush, commit and exit 0. App flags are parsed here;
+the rest are Beam flags; locally the runner is FnApiRunner unless ``--runner`` names another.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from connectors.duckdb.sink import DuckDBSink
+from connectors.kafka.offsets import OffsetCommitter, forget_ledger, ledger_for
+from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
+from models.aggregation import AggregationConfig
+from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
+from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
+from pipeline.scoring import SentimentModelHandler
+from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
+                                        StreamRecencyAttention, StreamRun, WriteStream, rebuild_state,
+                                        register_run, unregister_run)
+from pipeline.tickers import load_aliases
+from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
+
+log = logging.getLogger(__name__)
+
+
+def _list(value: str | None) -> list[str] | None:
+    return value.split(",") if value else None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("stream", "Continuous job: Kafka -> scores -> DuckDB; resumes from committed offsets.")
+    kafka = p.add_argument_group("Kafka")
+    kafka.add_argument("--bootstrap-servers", default=env_default("bootstrap_servers"), metavar="HOST:PORT[,..]")
+    kafka.add_argument("--topics", action="extend", nargs="+", default=_list(env_default("topics")), metavar="TOPIC")
+    kafka.add_argument("--group-id", default=env_default("group_id", "tickerpulse"),
+                       help="consumer group whose committed offsets say where to resume (default tickerpulse)")
+    kafka.add_argument("--until-idle", type=duration_seconds, default=env_default("until_idle"), metavar="DURATION",
+                       help="exit cleanly once no record arrived for this long (catch-up runs)")
+    kafka.add_argument("--spare-partitions", type=int, default=int(env_default("spare_partitions", "8")),
+                       help="partitions that may be added per topic while running (default 8)")
+    out = p.add_argument_group("sink")
+    out.add_argument("--db", default=env_default("db", "tickerpulse.duckdb"), help="DuckDB file (this job is its writer)")
+    out.add_argument("--snapshot-interval", type=duration_seconds, default=env_default("snapshot_interval", "5s"),
+                     help="publish a read-only snapshot for query/dashboard this often (default 5s)")
+    agg = p.add_argument_group("aggregation")
+    agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
+                     help="one or more half-lives (default 1h 6h)")
+    agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
+                     help="event-time step of ticker_sentiment points (default 5m)")
+    agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
+                     help="items older than this do not count (aggregation and novelty; default 3d)")
+    agg.add_argument("--top-k", type=int, default=int(env_default("top_k", "5")))
+    agg.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
+                     help="state: keyed state, works everywhere incl. the local runner (default); "
+                          "windows: native event-time windows, for runners whose watermark advances")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default=env_default("model"), metavar="PATH", help="checkpoint directory (default: bundled)")
+    model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
+    model.add_argument("--batch-size", type=int, default=int(env_default("batch_size", "64")),
+                       help="largest scoring batch (default 64; a poll's records are scored at once)")
+    p.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV", help="alias,ticker rows (company names)")
+    obs = p.add_argument_group("observability")
+    obs.add_argument("--metrics-port", type=int, default=_int_or_none(env_default("metrics_port")),
+                     help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (off by default)")
+    obs.add_argument("--metrics-interval", type=duration_seconds, default=env_default("metrics_interval", "5s"),
+                     help="log a progress line this often (default 5s)")
+    return p
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def check(args: argparse.Namespace) -> AggregationConfig:
+    if not args.bootstrap_servers:
+        raise UsageError("--bootstrap-servers is required (or TICKERPULSE_BOOTSTRAP_SERVERS)")
+    if not args.topics:
+        raise UsageError("--topics is required (one or more)")
+    if args.batch_size < 1 or args.top_k < 0 or args.spare_partitions < 0:
+        raise UsageError("--batch-size must be >= 1, --top-k and --spare-partitions >= 0")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise UsageError(f"--metrics-port must be a TCP port, not {args.metrics_port}")
+    try:
+        return AggregationConfig(half_lives_s=tuple(args.half_life or (3600.0, 21600.0)),
+                                 horizon_s=args.horizon, cadence_s=args.cadence, top_k=args.top_k)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig,
+          cfg: AggregationConfig, aliases: dict[str, str]) -> None:
+    """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
+    run_id = source.run_id
+    parsed = pipeline | "Read Kafka" >> ReadFromKafka(source) | "Parse" >> Parse()
+    unique = (parsed.items
+              | "Extract tickers" >> ExtractTickers(aliases)
+              | "Drop repeated ids" >> DropRepeatedIds(run_id))
+    handler = SentimentModelHandler(args.model, args.device, max_batch_size=args.batch_size, min_batch_size=1)
+    scored = (unique.items
+              | "Novelty" >> StreamNovelty(run_id, cfg.horizon_s)
+              | "Score" >> Score(handler))
+    items = scored["items"] | "Relevance" >> Relevance()
+    if args.aggregation == "windows":
+        points = items | "Aggregate" >> EventTimeRecencyAttention(cfg)
+    else:
+        points = items | "Aggregate" >> StreamRecencyAttention(run_id, cfg)
+    _ = items | "Write items" >> WriteStream(run_id, "items")
+    _ = parsed[DEAD] | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
+    _ = scored[DEAD] | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
+    _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
+    _ = points | "Write sentiment" >> WriteStream(run_id, "points")
+
+
+def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    options = PipelineOptions(beam_args)
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return beam.Pipeline(options=options)
+    return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+@contextmanager
+def stop_on_signals(control: RunControl) -> Iterator[None]:
+    """SIGINT/SIGTERM end the source; the job then flushes, commits and exits 0."""
+    def handler(signum: int, _frame: object) -> None:
+        log.warning("%s received: finishing the current records, committing offsets, stopping",
+                    signal.Signals(signum).name)
+        control.request_stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_stream(argv: list[str]) -> StreamMetrics:
+    args, beam_args = parser().parse_known_args(argv)
+    cfg = check(args)
+    try:
+        aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    run_id = f"stream-{uuid.uuid4()}"
+    source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
+                               until_idle_s=args.until_idle, spare_partitions=args.spare_partitions)
+    control = run_control(run_id, args.until_idle)
+    ledger = ledger_for(run_id)
+    metrics = StreamMetrics(consumed=lambda: control.consumed, lag=control.total_lag)
+    sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval)
+    seeds, points = rebuild_state(sink, cfg)
+    if seeds.items:
+        sink.write(points=points)
+        log.info("resumed state from %s: %d items within the horizon, %d tickers, %d points rewritten",
+                 args.db, seeds.items, len(seeds.tickers), len(points))
+    committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger)
+    stream = StreamRun(sink, ledger, committer, metrics, seeds)
+    register_run(run_id, stream)
+    stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
+    progress = PeriodicLogger(metrics, args.metrics_interval).start()
+    try:
+        with stop_on_signals(control):
+            pipeline = make_pipeline(beam_args)
+            build(pipeline, args, source, cfg, aliases)
+            pipeline.run().wait_until_finish()
+    finally:
+        progress.stop()
+        stream.close()  # final commit of what is durable, snapshot, close the file
+        if stop_metrics_server:
+            stop_metrics_server()
+        unregister_run(run_id)
+        forget_ledger(run_id)
+        forget_run(run_id)
+    log.info(metrics.line())
+    return metrics
+
+
+def run(argv: list[str]) -> int:
+    # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
+    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+    # BatchElements logs its statistics at the end of every bundle: once per poll when streaming.
+    logging.getLogger("apache_beam.transforms.util").setLevel(logging.WARNING)
+    metrics = run_stream(argv)
+    print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
+    return 0
