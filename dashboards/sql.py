@@ -99,7 +99,8 @@ WITH points AS (
     FROM sentiment_series(NULL, as_of::TIMESTAMPTZ - seconds_interval(period_s), as_of, period_s, half_life_s)
 ), fresh AS (
     SELECT ticker, count(*) AS n_new
-    FROM ticker_items(as_of::TIMESTAMPTZ - seconds_interval(period_s), as_of::TIMESTAMPTZ + INTERVAL 1 MICROSECOND)
+    FROM ticker_items(as_of::TIMESTAMPTZ - seconds_interval(period_s) + INTERVAL 1 MICROSECOND,
+                      as_of::TIMESTAMPTZ + INTERVAL 1 MICROSECOND)  -- (as_of - period, as_of]
     GROUP BY ticker
 )
 SELECT now_.ticker,

@@ -6,7 +6,12 @@ text carries HTML, to check that every view escapes it.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -15,6 +20,7 @@ import pytest
 from connectors.duckdb.schema import create_schema
 from models.aggregation_config import relevance
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 3, 4, 6, 0, tzinfo=timezone.utc)
 TURN = datetime(2024, 3, 4, 12, 0, tzinfo=timezone.utc)
 END = datetime(2024, 3, 4, 18, 0, tzinfo=timezone.utc)
@@ -63,6 +69,51 @@ def build_trend_db(path: str) -> str:
     )
     con.close()
     return path
+
+
+GOOD_NEWS = ["{n} beats earnings estimates and raises full-year guidance",
+             "{n} shares jump after record quarterly revenue",
+             "Analysts upgrade {n} to buy on strong iPhone demand"]
+BAD_NEWS = ["{n} issues profit warning as sales slump",
+            "{n} shares tumble after regulators open antitrust probe",
+            "{n} cuts outlook, citing weak demand and rising costs"]
+STEADY_NEWS = ["{n} to report quarterly results on Thursday", "{n} announces annual shareholder meeting date"]
+
+
+def write_backfill_jsonl(path: str) -> str:
+    """A small corpus for a real backfill: AAPL turns from good to bad news, MSFT is routine."""
+    lines = []
+    for n in range(24):  # every 15 minutes from 06:00
+        ts = START + timedelta(minutes=15 * n)
+        aapl = (GOOD_NEWS if ts < TURN - timedelta(hours=3) else BAD_NEWS)[n % 3]
+        lines.append({"id": f"a{n}", "text": aapl.format(n="$AAPL"), "published_at": ts.isoformat(),
+                      "source": "news", "url": f"https://example.com/a{n}"})
+        lines.append({"id": f"m{n}", "text": STEADY_NEWS[n % 2].format(n="$MSFT") + f" ({n})",
+                      "published_at": (ts + timedelta(minutes=5)).isoformat(), "source": "comment"})
+    lines.append({"id": "x1", "text": HOSTILE_TEXT, "published_at": (START + timedelta(hours=6)).isoformat(),
+                  "tickers": ["AAPL"]})
+    with open(path, "w") as out:
+        out.write("\n".join(json.dumps(line) for line in lines) + "\n{broken json\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def backfill_db(tmp_path_factory) -> str:
+    """A database built by the real backfill command (bundled model, Beam FnApiRunner)."""
+    workdir = tmp_path_factory.mktemp("backfill")
+    db = str(workdir / "pulse.duckdb")
+    source = write_backfill_jsonl(str(workdir / "news.jsonl"))
+    done = subprocess.run([sys.executable, "run_pipeline.py", "backfill", "--input", source, "--db", db],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return db
+
+
+@pytest.fixture(scope="session")
+def times() -> tuple[datetime, datetime, datetime]:
+    """START, TURN (AAPL's news turns bad) and END of the trend database."""
+    return START, TURN, END
 
 
 @pytest.fixture(scope="session")
