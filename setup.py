@@ -27,6 +27,7 @@ setup(
         "numpy",
         "tqdm",
         "prometheus_client",
+        "dash>=3,<5",  # the dashboard (docs/dashboard.md): bundles plotly.js, served locally
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6", "selenium>=4"],
