@@ -78,7 +78,7 @@ class _Batch:
         offset = ts - ts[0]
         ranks = np.empty((len(self.cfg.half_lives_s), len(ids)), dtype=np.int64)
         for row, h in enumerate(self.cfg.half_lives_s):
-            kappa = rel + LN2 * offset / h
+            kappa = rel + (LN2 / h) * offset  # bit-identical to TickerState's ranking key
             ranks[row, np.lexsort((id_rank, -kappa))] = np.arange(len(ids))
         grid = np.array(grid_points(ts.tolist(), self.cfg.cadence_s, self.cfg.horizon_s))
         hi = np.searchsorted(ts, grid, side="right")

@@ -23,7 +23,8 @@ _CANCELLATION_LIMIT = 1e4
 class _HalfLifeSums:
     """D, N, Q for one half-life, relative to the reference logit ``ref`` (rescaled upward)."""
 
-    __slots__ = ("ref", "den", "num", "sq", "removed", "removed_sq", "candidates", "candidate_ids")
+    __slots__ = ("ref", "den", "num", "sq", "removed", "removed_sq", "candidates", "candidate_ids",
+                 "newest_ts")
 
     def __init__(self) -> None:
         self.ref = 0.0
@@ -32,6 +33,7 @@ class _HalfLifeSums:
         # top-k candidates sorted by (-kappa, item_id): [neg_kappa, item_id, ts, beaten_by]
         self.candidates: list[list] = []
         self.candidate_ids: set[str] = set()
+        self.newest_ts = -math.inf  # newest ts ever offered: bounds every candidate's ts
 
     def add(self, kappa: float, score: float) -> None:
         if self.den == 0.0 or kappa > self.ref:
@@ -70,24 +72,44 @@ class _HalfLifeSums:
         self.removed = self.removed_sq = 0.0
 
     def offer_candidate(self, neg_kappa: float, item_id: str, ts_s: float, k: int) -> None:
-        """Keep an item while fewer than k items that rank above it expire no earlier than it."""
-        key = (neg_kappa, item_id)
-        beaten_by = 0
-        survivors = []
-        for entry in self.candidates:
-            if (entry[0], entry[1]) < key:
-                if entry[2] >= ts_s:
-                    beaten_by += 1
-            elif ts_s >= entry[2]:
-                entry[3] += 1
-                if entry[3] >= k:
-                    self.candidate_ids.discard(entry[1])
-                    continue
-            survivors.append(entry)
-        self.candidates = survivors
-        if beaten_by < k:
-            bisect.insort(self.candidates, [neg_kappa, item_id, ts_s, beaten_by])
+        """Keep an item while fewer than k items that rank above it expire no earlier than it.
+
+        For an item newer than every candidate (the in-order stream) only the candidates ranked
+        below it change: each gains one dominator, and one with k is dropped, so the work is
+        amortised O(k) per item. Ties in time and late items take the general path.
+        """
+        entry = [neg_kappa, item_id, ts_s, 0]
+        position = bisect.bisect_left(self.candidates, entry)
+        if ts_s > self.newest_ts:
+            self.newest_ts = ts_s
             self.candidate_ids.add(item_id)
+            if position == len(self.candidates):
+                self.candidates.append(entry)
+                return
+            below = self.candidates[position:]
+            for other in below:
+                other[3] += 1
+            kept = [other for other in below if other[3] < k]
+            if len(kept) < len(below):
+                self.candidate_ids.difference_update(
+                    other[1] for other in below if other[3] >= k)
+            self.candidates[position:] = [entry, *kept]
+            return
+        for other in self.candidates[:position]:  # ranked above: dominate it if no older
+            if other[2] >= ts_s:
+                entry[3] += 1
+        survivors = self.candidates[:position]
+        for other in self.candidates[position:]:  # ranked below: it dominates those no newer
+            if ts_s >= other[2]:
+                other[3] += 1
+                if other[3] >= k:
+                    self.candidate_ids.discard(other[1])
+                    continue
+            survivors.append(other)
+        if entry[3] < k:
+            survivors.insert(position, entry)
+            self.candidate_ids.add(item_id)
+        self.candidates = survivors
 
     def drop_candidate(self, item_id: str) -> None:
         if item_id in self.candidate_ids:
@@ -114,6 +136,7 @@ class TickerState:
         self.item_ids: set[str] = set()
         self.score_sum = 0.0
         self.sums = [_HalfLifeSums() for _ in cfg.half_lives_s]
+        self.rates = [LN2 / h for h in cfg.half_lives_s]  # kappa = r + rate * (t - anchor)
 
     def add(self, item_id: str, ts_s: float, score: float, relevance: float) -> list[SentimentPoint]:
         if not (math.isfinite(ts_s) and math.isfinite(score) and math.isfinite(relevance)):
@@ -151,7 +174,7 @@ class TickerState:
 
     def _insert(self, item_id: str, ts_s: float, score: float, relevance: float) -> None:
         offset = ts_s - self.anchor
-        kappas = tuple(relevance + LN2 * offset / h for h in self.cfg.half_lives_s)
+        kappas = tuple([relevance + rate * offset for rate in self.rates])
         entry = (ts_s, item_id, score, kappas)
         if not self.items or self.items[-1][0] <= ts_s:
             self.items.append(entry)
@@ -194,9 +217,9 @@ class TickerState:
     def _emit(self, as_of_s: float, points: list[SentimentPoint]) -> None:
         n = len(self.items)
         mean_score = self.score_sum / n
+        exp, k = math.exp, self.cfg.top_k
         for h, sums in zip(self.cfg.half_lives_s, self.sums):
             den, ref = sums.den, sums.ref
-            top = tuple((entry[1], math.exp(-entry[0] - ref) / den)
-                        for entry in sums.candidates[:self.cfg.top_k])
+            top = tuple([(entry[1], exp(-entry[0] - ref) / den) for entry in sums.candidates[:k]])
             points.append(SentimentPoint(self.ticker, as_of_s, h, sums.num / den, n,
                                          den * den / sums.sq, mean_score, top))

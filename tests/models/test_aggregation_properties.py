@@ -172,3 +172,38 @@ def test_segment_softmax_weights_sum_to_one_per_query(lengths, seed):
     sums = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, pair_query, out.weight)
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-12)
     assert out.n_items.tolist() == lengths
+
+
+@PROPERTY_SETTINGS
+@given(items=item_streams(max_items=50, max_gap_s=1800.0), seed=st.integers(0, 999),
+       top_k=st.integers(1, 4))
+def test_late_items_keep_the_provisional_point_exact(items, seed, top_k):
+    """Out of order arrival: every emitted provisional point equals the formula over the state."""
+    rng = random.Random(seed)
+    arrival = sorted(items, key=lambda it: it[1] + rng.uniform(0.0, 5000.0))  # up to ~1.4 h late
+    cfg = AggregationConfig(half_lives_s=(600.0, 1e5), horizon_s=7200.0, cadence_s=300.0,
+                            top_k=top_k)
+    state, accepted = TickerState("T", cfg), []
+    for item in arrival:
+        points = state.add(*item)
+        if not points:
+            continue
+        as_of = points[-1].ts_s
+        accepted.append(item)
+        inside = [it for it in accepted if as_of - cfg.horizon_s < it[1] <= as_of]
+        for point in points[-2:]:  # the provisional point, one per half-life
+            logits = {it[0]: it[3] - math.log(2) * (as_of - it[1]) / point.half_life_s
+                      for it in inside}
+            top = max(logits.values())
+            den = math.fsum(math.exp(x - top) for x in logits.values())
+            ranked = sorted((-math.exp(x - top) / den, i) for i, x in logits.items())
+            expected = ranked[:top_k]
+            assert point.n_items == len(inside)
+            assert [w for _, w in point.top_items] == pytest.approx(
+                [-w for w, _ in expected], abs=1e-9)
+            # ids must match except where weights tie to within rounding (then either order)
+            clear = [j for j, (w, _) in enumerate(expected)
+                     if all(abs(w - other) > 1e-12 for other, _ in ranked[:j] + ranked[j + 1:])]
+            assert [point.top_items[j][0] for j in clear] == [expected[j][1] for j in clear]
+            assert point.sentiment == pytest.approx(math.fsum(
+                math.exp(logits[it[0]] - top) / den * it[2] for it in inside), abs=1e-9)
