@@ -1,4 +1,4 @@
-"""A small, known trend database for the SQL and CLI tests: the schema module plus Arrow inserts.
+"""Databases for the dashboard tests: a known one (schema module + Arrow inserts) and a real backfill.
 
 AAPL turns from good news to bad at 12:00; MSFT stays mildly positive; TSLA is quiet. One item
 text carries HTML, to check that every view escapes it.
