@@ -23,7 +23,7 @@ __all__ = ["AggregationConfig", "RelevanceConfig", "DEFAULT_RELEVANCE", "relevan
 
 ItemRow = tuple[str, float, float, float]  # (item_id, ts_s, score, relevance)
 
-# Pairs per forward pass: bounds memory (about 100 bytes per pair) for long, dense horizons.
+# Padded pairs per forward pass: bounds memory (about 100 bytes per pair) for long horizons.
 _MAX_PAIRS_PER_CHUNK = 2_000_000
 
 
@@ -123,7 +123,7 @@ class _Batch:
             tops: list[list[tuple[str, float]]] = [[] for _ in range(stop - start)]
             if cfg.top_k:
                 chosen, chosen_query = top_k_pairs(pair_query, rank[h_index[pair_query], pair_item],
-                                                   stop - start, cfg.top_k)
+                                                   hi - lo, cfg.top_k)
                 for q, i, w in zip(chosen_query.tolist(), pair_item[chosen].tolist(),
                                    out.weight[chosen].tolist()):
                     tops[q].append((self.ids[i], w))
@@ -136,13 +136,13 @@ class _Batch:
 
 
 def _chunks(lengths: np.ndarray, max_pairs: int) -> list[tuple[int, int]]:
-    """Split consecutive queries into runs of at most max_pairs pairs (one long query alone)."""
-    bounds, start, total = [], 0, 0
+    """Split consecutive queries into runs whose padded size (count x longest) <= max_pairs."""
+    bounds, start, longest = [], 0, 0
     for q, length in enumerate(lengths.tolist()):
-        if total and total + length > max_pairs:
+        widest = max(longest, length)
+        if q > start and (q - start + 1) * widest > max_pairs:
             bounds.append((start, q))
-            start, total = q, 0
-        total += length
+            start, widest = q, length
+        longest = widest
     bounds.append((start, len(lengths)))
     return bounds
-

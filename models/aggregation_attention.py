@@ -72,18 +72,22 @@ def horizon_pairs(query_lo: torch.Tensor, query_hi: torch.Tensor) -> tuple[torch
     return pair_query, pair_item
 
 
-def top_k_pairs(pair_query: torch.Tensor, pair_rank: torch.Tensor, n_queries: int,
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k_pairs(pair_query: torch.Tensor, pair_rank: torch.Tensor,
+                lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k pairs of each query with the smallest rank (rank = order by weight desc, then id).
 
-    Returns (pair index, query index) of the chosen pairs, grouped by query, best first.
-    One integer sort: the key query * n + rank orders by query, then by rank.
+    Pairs are grouped by query (``horizon_pairs``), ``lengths`` counts them per query. Ranks
+    are laid out in a [queries, longest] matrix padded with +inf and reduced with one topk;
+    ranks are unique per query, so there are no ties to break. Returns (pair index, query
+    index) of the chosen pairs, grouped by query, best first.
     """
-    span = int(pair_rank.max().item()) + 1 if pair_rank.numel() else 1
-    order = torch.argsort(pair_query * span + pair_rank)
-    sorted_query = pair_query[order]
-    counts = torch.bincount(pair_query, minlength=n_queries)
-    starts = torch.cumsum(counts, 0) - counts
-    position = torch.arange(order.shape[0], device=order.device) - starts[sorted_query]
-    keep = position < k
-    return order[keep], sorted_query[keep]
+    n_queries, longest = lengths.shape[0], int(lengths.max().item())
+    starts = torch.cumsum(lengths, 0) - lengths
+    position = torch.arange(pair_query.shape[0], device=pair_query.device) - starts[pair_query]
+    dense = torch.full((n_queries, longest), torch.iinfo(torch.int64).max, dtype=torch.int64,
+                       device=pair_query.device)
+    dense[pair_query, position] = pair_rank
+    _, column = torch.topk(dense, min(k, longest), dim=1, largest=False, sorted=True)
+    query = torch.arange(n_queries, device=pair_query.device).unsqueeze(1).expand_as(column)
+    keep = column < lengths.unsqueeze(1)
+    return (starts.unsqueeze(1) + column)[keep], query[keep]
