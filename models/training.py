@@ -115,7 +115,6 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
 def _seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _freeze(model: BertForSequenceClassification, trainable_layers: int) -> list[str]:

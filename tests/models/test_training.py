@@ -1,0 +1,112 @@
+"""Training writes loadable models, reproducibly; CSV loading and metrics behave."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from models.classifier import load_classifier
+from models.data import (
+    LABELS,
+    LabelledData,
+    confusion_matrix,
+    load_labelled_csv,
+    macro_f1,
+    parse_label_map,
+)
+from models.engine import SentimentEngine
+from models.training import TrainConfig, train
+
+TRAIN_CSV = Path("/work/shared/data/twitter_financial_news_sentiment/sent_train.csv")
+TWITTER_LABELS = {"0": "negative", "1": "positive", "2": "neutral"}
+
+
+def _rows(data: LabelledData, n: int) -> LabelledData:
+    return LabelledData(data.texts[:n], data.labels[:n])
+
+
+@pytest.fixture(scope="module")
+def small_data() -> tuple[LabelledData, LabelledData]:
+    if not TRAIN_CSV.is_file():
+        pytest.skip(f"training data not at {TRAIN_CSV}")
+    data = load_labelled_csv(TRAIN_CSV, TWITTER_LABELS)
+    return _rows(data, 200), LabelledData(data.texts[200:280], data.labels[200:280])
+
+
+def test_one_epoch_on_200_rows_writes_loadable_checkpoint_and_bundle(tmp_path, small_data):
+    train_rows, valid_rows = small_data
+    cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=32, seed=3)
+    result = train(train_rows, valid_rows, tmp_path / "ckpt", cfg, bundle_dir=tmp_path / "bundle",
+                   bundle_name="unit", progress=False)
+    assert result.best_epoch == 1 and 0.0 <= result.best_macro_f1 <= 1.0
+    metrics = json.loads((tmp_path / "ckpt" / "training_metrics.json").read_text())
+    assert metrics["history"][0]["epoch"] == 1
+
+    checkpoint = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), quantized=False)
+    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), _cpu(), quantized=False)
+    assert checkpoint.classifier.normalize and checkpoint.classifier.max_length == 32
+    assert bundle.name.startswith("unit@")
+    delta = load_file(str(tmp_path / "bundle" / "delta.safetensors"))
+    assert all(k.startswith(("bert.encoder.layer.5.", "bert.pooler.", "classifier.")) for k in delta)
+    texts = valid_rows.texts[:10]
+    for full, rebuilt in zip(checkpoint.predict(texts), bundle.predict(texts)):
+        assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)  # fp16 delta vs fp32 checkpoint
+
+
+def test_training_is_reproducible_with_a_seed(tmp_path, small_data):
+    train_rows, valid_rows = _rows(small_data[0], 64), _rows(small_data[1], 16)
+    cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=24, seed=5)
+    runs = [train(train_rows, valid_rows, tmp_path / f"run{i}", cfg, progress=False) for i in range(2)]
+    weights = [load_file(str(tmp_path / f"run{i}" / "model.safetensors"))["classifier.weight"] for i in range(2)]
+    assert runs[0].history[0].train_loss == runs[1].history[0].train_loss
+    assert weights[0].equal(weights[1])
+
+
+def test_csv_with_names_or_mapped_integers(tmp_path):
+    path = tmp_path / "d.csv"
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["text", "label"], ["up, up", "Bullish"], ["flat", "neutral"],
+                                      ["multi\nline", "NEGATIVE"]])
+    data = load_labelled_csv(path)
+    assert data.texts[2] == "multi\nline"
+    assert data.labels == [2, 1, 0]
+    assert data.counts() == dict.fromkeys(LABELS, 1)
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["text", "label"], ["a", "0"], ["b", "2"]])
+    assert load_labelled_csv(path, TWITTER_LABELS).labels == [0, 1]
+    with pytest.raises(ValueError, match="need --label-map"):
+        load_labelled_csv(path)
+
+
+def test_csv_errors_name_the_problem(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("body,label\nx,positive\n")
+    with pytest.raises(ValueError, match="missing column"):
+        load_labelled_csv(path)
+    path.write_text("text,label\nx,positive\ny,meh\n")
+    with pytest.raises(ValueError, match="row 3: unknown label 'meh'"):
+        load_labelled_csv(path)
+
+
+def test_label_map_parsing():
+    assert parse_label_map("0=negative, 1=Bullish,2=neutral") == TWITTER_LABELS
+    for bad in ("0=good", "0negative", "=negative", ""):
+        with pytest.raises(ValueError):
+            parse_label_map(bad)
+
+
+def test_macro_f1_and_confusion():
+    gold, predicted = [0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0]
+    assert confusion_matrix(gold, predicted) == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    # per-class F1: 0.5, 0.8, 0.6667
+    assert macro_f1(gold, predicted) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert macro_f1([0, 1, 2], [0, 1, 2]) == 1.0
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
