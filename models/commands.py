@@ -110,6 +110,7 @@ def train(argv: list[str]) -> int:
     parser.add_argument("--max-length", type=_positive_int, default=defaults.max_length)
     parser.add_argument("--trainable-layers", type=_positive_int, default=defaults.trainable_layers)
     parser.add_argument("--no-class-weighting", action="store_true")
+    parser.add_argument("--pooling", choices=("mean", "cls"), default=defaults.pooling)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
     parser.add_argument("--threads", type=_positive_int, default=_env_int("threads"),
@@ -131,7 +132,7 @@ def train(argv: list[str]) -> int:
         raise UsageError(str(exc)) from exc
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       max_length=args.max_length, trainable_layers=args.trainable_layers,
-                      class_weighting=not args.no_class_weighting, seed=args.seed, device=device.type)
+                      class_weighting=not args.no_class_weighting, pooling=args.pooling, seed=args.seed, device=device.type)
     if not 1 <= cfg.trainable_layers <= 6:
         raise UsageError("--trainable-layers must be between 1 and the backbone's 6 layers")
     log.info("training on %d rows %s, validating on %d rows", len(train_data), train_data.counts(), len(valid_data))

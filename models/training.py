@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import BertForSequenceClassification, PreTrainedTokenizerBase
+from transformers import BertPreTrainedModel, PreTrainedTokenizerBase
 
 from models.classifier import LoadedClassifier, export_bundle, new_backbone_classifier, save_checkpoint
 from models.data import LABELS, LabelledData, confusion_matrix, macro_f1, normalize_text
@@ -33,6 +33,7 @@ class TrainConfig:
     max_length: int = 64
     trainable_layers: int = 6  # top encoder layers that learn; embeddings never do
     class_weighting: bool = True  # inverse sqrt frequency: helps macro-F1 with 65% neutral data
+    pooling: str = "mean"  # "mean" (how the backbone was trained) or "cls" (standard HF head)
     seed: int = 13
     device: str = "cpu"
 
@@ -68,7 +69,7 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
     HF checkpoint) and, when ``bundle_dir`` is given, exported as a delta bundle."""
     _seed(cfg.seed)
     device = torch.device(cfg.device)
-    model, tokenizer = new_backbone_classifier()
+    model, tokenizer = new_backbone_classifier(cfg.pooling)
     trained_keys = _freeze(model, cfg.trainable_layers)
     model.to(device)
     encoded = _encode(tokenizer, train_data.texts, cfg.max_length)
@@ -117,7 +118,7 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _freeze(model: BertForSequenceClassification, trainable_layers: int) -> list[str]:
+def _freeze(model: BertPreTrainedModel, trainable_layers: int) -> list[str]:
     """Freeze embeddings and the lower layers; return the names of what will be trained."""
     n_layers = model.config.num_hidden_layers
     if not 1 <= trainable_layers <= n_layers:
@@ -172,7 +173,7 @@ def _length_bucketed_batches(encoded: list[list[int]], batch_size: int, rng: ran
     return batches
 
 
-def _engine(model: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
+def _engine(model: BertPreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             cfg: TrainConfig, device: torch.device) -> SentimentEngine:
     """Validation goes through the inference engine, so it measures what users will run."""
     classifier = LoadedClassifier(model, tokenizer, "training", tuple(range(len(LABELS))),
