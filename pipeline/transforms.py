@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from connectors.files.readers import file_format, read_records
 from connectors.kafka.range import PartitionRange, read_range
-from models.aggregation import AggregationConfig, RelevanceConfig, aggregate_series, relevance
+from models.aggregation import AggregationConfig, RelevanceConfig, aggregate_tickers, relevance
 from pipeline.novelty import novelty_counts
 from pipeline.parse import parse_record
 from pipeline.progress import ProgressMeter
@@ -259,7 +259,10 @@ class Aggregate(beam.PTransform):
             items
             | "Per ticker" >> beam.FlatMap(_by_ticker)
             | "Group by ticker" >> beam.GroupByKey()
-            | "Recency attention" >> beam.FlatMap(lambda keyed: aggregate_series(keyed[0], list(keyed[1]), cfg))
+            # Many tickers per call: one set of segment softmaxes instead of a torch call per ticker.
+            | "Batch tickers" >> beam.BatchElements(min_batch_size=1, max_batch_size=512)
+            | "Recency attention" >> beam.FlatMap(
+                lambda groups: aggregate_tickers({ticker: list(rows) for ticker, rows in groups}, cfg))
         )
 
 
