@@ -52,3 +52,23 @@ def test_a_failed_write_rolls_back_everything(tmp_path):
         with pytest.raises(duckdb.Error):
             sink.write_tables({"dead_letters": good_dead, "items": bad_items})
         assert sink.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+
+
+def test_snapshots_are_published_for_concurrent_readers(tmp_path):
+    from connectors.duckdb.snapshot import snapshot_path
+
+    db = str(tmp_path / "s.duckdb")
+    with DuckDBSink(db, snapshot_interval_s=3600) as sink:
+        sink.write([scored("a")])
+        assert sink.maybe_publish_snapshot(force=True) == snapshot_path(db)
+        sink.write([scored("b")])  # inside the interval: no new snapshot yet
+        reader = duckdb.connect(snapshot_path(db), read_only=True)  # while the writer holds the file
+        try:
+            assert reader.execute("SELECT id FROM items").fetchall() == [("a",)]
+        finally:
+            reader.close()
+    reader = duckdb.connect(snapshot_path(db), read_only=True)  # close() publishes the final state
+    try:
+        assert reader.execute("SELECT count(*) FROM items").fetchone()[0] == 2
+    finally:
+        reader.close()
