@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
                        help="consumer group whose committed offsets say where to resume (default tickerpulse)")
     kafka.add_argument("--until-idle", type=duration_seconds, default=env_default("until_idle"), metavar="DURATION",
                        help="exit cleanly once no record arrived for this long (catch-up runs)")
+    kafka.add_argument("--max-poll-records", type=int, default=int(env_default("max_poll_records", "500")),
+                       help="records read per partition per poll: the most one bundle carries (default 500)")
     kafka.add_argument("--spare-partitions", type=int, default=int(env_default("spare_partitions", "8")),
                        help="partitions that may be added per topic while running (default 8)")
     out = p.add_argument_group("sink")
@@ -92,8 +95,8 @@ def check(args: argparse.Namespace) -> AggregationConfig:
         raise UsageError("--bootstrap-servers is required (or TICKERPULSE_BOOTSTRAP_SERVERS)")
     if not args.topics:
         raise UsageError("--topics is required (one or more)")
-    if args.batch_size < 1 or args.top_k < 0 or args.spare_partitions < 0:
-        raise UsageError("--batch-size must be >= 1, --top-k and --spare-partitions >= 0")
+    if args.batch_size < 1 or args.max_poll_records < 1 or args.top_k < 0 or args.spare_partitions < 0:
+        raise UsageError("--batch-size and --max-poll-records must be >= 1, --top-k and --spare-partitions >= 0")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     try:
@@ -142,6 +145,9 @@ def stop_on_signals(control: RunControl) -> Iterator[None]:
                     signal.Signals(signum).name)
         control.request_stop()
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # embedded in another thread: only the main thread may set signal handlers
+        return
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -159,7 +165,8 @@ def run_stream(argv: list[str]) -> StreamMetrics:
         raise UsageError(str(exc)) from None
     run_id = f"stream-{uuid.uuid4()}"
     source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
-                               until_idle_s=args.until_idle, spare_partitions=args.spare_partitions)
+                               until_idle_s=args.until_idle, max_records=args.max_poll_records,
+                               spare_partitions=args.spare_partitions)
     control = run_control(run_id, args.until_idle)
     ledger = ledger_for(run_id)
     metrics = StreamMetrics(consumed=lambda: control.consumed, lag=control.total_lag)
@@ -179,6 +186,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
             pipeline = make_pipeline(beam_args)
             build(pipeline, args, source, cfg, aliases)
             pipeline.run().wait_until_finish()
+        log.info("rewrote %d points of the last horizon in event-time order", stream.settle(cfg))
     finally:
         progress.stop()
         stream.close()  # final commit of what is durable, snapshot, close the file
@@ -196,6 +204,9 @@ def run(argv: list[str]) -> int:
     logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
     # BatchElements logs its statistics at the end of every bundle: once per poll when streaming.
     logging.getLogger("apache_beam.transforms.util").setLevel(logging.WARNING)
+    # kafka-python logs every connection at INFO and every refused one at ERROR; the source logs
+    # one clear line per outage instead.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     metrics = run_stream(argv)
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
     return 0

@@ -210,7 +210,10 @@ def resume_offset(config: KafkaSourceConfig, partition: Partition) -> int:
     """Committed offset, else the log start; waits out an unreachable broker with back-off."""
     tp = TopicPartition(*partition)
     backoff = Backoff(config.bootstrap_servers)
+    control = run_control(config.run_id, config.until_idle_s)
     while True:
+        if control.stop_requested.is_set():
+            return 0  # stopping before reading anything: the reader ends without consuming
         consumer = None
         try:
             consumer = config.consumer("tickerpulse-resume")
@@ -221,7 +224,7 @@ def resume_offset(config: KafkaSourceConfig, partition: Partition) -> int:
             return committed
         except KafkaError as exc:
             backoff.failed(exc)
-            time.sleep(backoff.waiting())
+            control.stop_requested.wait(backoff.waiting())
         finally:
             if consumer is not None:
                 consumer.close(autocommit=False)

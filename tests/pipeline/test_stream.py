@@ -1,0 +1,224 @@
+"""The streaming job against a real broker, a real DuckDB file and the bundled model."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from kafka import KafkaProducer
+
+from connectors.kafka.embedded import create_topics
+from connectors.kafka.offsets import committed_offsets
+from pipeline import backfill, stream
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = 1714550400000  # 2024-05-01T08:00Z
+TICKERS = ("AAPL", "TSLA", "NVDA", "MSFT")
+PHRASES = ("beats estimates and raises guidance", "shares slump after profit warning",
+           "to report earnings on Tuesday", "recalls two million cars", "wins a large cloud contract")
+
+
+def records(n: int, start: int = 0) -> list[dict]:
+    """n records in event-time order, 90 s apart; every 7th repeats an earlier text (novelty)."""
+    out = []
+    for i in range(start, start + n):
+        phrase = PHRASES[(i // 7) % len(PHRASES)] if i % 7 == 6 else PHRASES[i % len(PHRASES)]
+        out.append({"id": f"r{i}", "text": f"${TICKERS[i % len(TICKERS)]} {phrase}",
+                    "published_at": T0 + i * 90_000, "source": "news" if i % 3 else "comment"})
+    return out
+
+
+def produce(bootstrap: str, values: list[bytes], topic: str = "news", rate_per_s: float | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for value in values:
+        producer.send(topic, value)
+        if rate_per_s:
+            time.sleep(1 / rate_per_s)
+    producer.flush()
+    producer.close()
+
+
+def encode(rows: list[dict]) -> list[bytes]:
+    return [json.dumps(row).encode() for row in rows]
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def stream_args(bootstrap: str, db: Path, *extra: str) -> list[str]:
+    return ["--bootstrap-servers", bootstrap, "--topics", "news", "--group-id", "tp-test", "--db", str(db),
+            "--half-life", "1h", "6h", "--cadence", "5m", *extra]
+
+
+def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=2)
+    good = records(40)
+    malformed = [b'{"id": "bad1", "text": "unterminated', b"\xff\xfe not utf-8", b'{"id": "bad3"}']
+    produce(bootstrap, encode(good) + malformed + encode(good[:5]))  # 5 repeated ids at the end
+    db = tmp_path / "tp.duckdb"
+
+    assert stream.run(stream_args(bootstrap, db, "--until-idle", "2s")) == 0
+
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM items") == [(40, 40)]
+    dead = query(db, "SELECT raw, kafka_topic, kafka_partition, kafka_offset, source_location, reason FROM dead_letters")
+    assert sorted(row[0] for row in dead) == sorted(malformed)
+    for raw, topic, partition, offset, location, reason in dead:
+        assert topic == "news" and location == f"news/{partition}/{offset}" and reason
+    assert query(db, "SELECT count(DISTINCT ticker) FROM ticker_sentiment") == [(len(TICKERS),)]
+    total = len(good) + len(malformed) + 5
+    committed = committed_offsets(bootstrap, "tp-test", [("news", 0), ("news", 1)])
+    assert sum(committed.values()) == total  # every record durable (or a dropped repeat) and committed
+
+    # A second run resumes at the committed offsets: nothing new, nothing duplicated. (Its state
+    # rebuild rewrites the points in event-time order: equal up to float summation order.)
+    points_sql = "SELECT ticker, ts, half_life_s, n_items, sentiment FROM ticker_sentiment ORDER BY ALL"
+    before = query(db, points_sql)
+    metrics = stream.run_stream(stream_args(bootstrap, db, "--until-idle", "1s"))
+    assert metrics.consumed == 0
+    assert query(db, "SELECT count(*) FROM items") == [(40,)]
+    after = query(db, points_sql)
+    assert [row[:4] for row in after] == [row[:4] for row in before]
+    assert [row[4] for row in after] == pytest.approx([row[4] for row in before], abs=1e-9)
+
+
+def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    rows = records(60)
+    produce(bootstrap, encode(rows) + encode(rows[10:13]) + [b"not json"])
+    streamed, backfilled = tmp_path / "stream.duckdb", tmp_path / "backfill.duckdb"
+
+    assert stream.run(stream_args(bootstrap, streamed, "--until-idle", "2s")) == 0
+    assert backfill.run(["--kafka-bootstrap", bootstrap, "--topics", "news", "--db", str(backfilled),
+                         "--half-life", "1h", "6h", "--cadence", "5m"]) == 0
+
+    exact_sql = ("SELECT id, ts, source, text, text_key, novelty_n, label, kafka_topic, kafka_partition, "
+                 "kafka_offset FROM items ORDER BY id")
+    assert query(streamed, exact_sql) == query(backfilled, exact_sql)
+    # Scores agree to float noise: fp32 matmuls over other batch shapes (dynamic padding) differ
+    # in the last digits (measured ~1e-6).
+    numbers_sql = "SELECT score, confidence, relevance FROM items ORDER BY id"
+    for s, b in zip(query(streamed, numbers_sql), query(backfilled, numbers_sql)):
+        assert s == pytest.approx(b, abs=1e-4)
+    assert query(streamed, "SELECT * FROM item_tickers ORDER BY ALL") == query(backfilled, "SELECT * FROM item_tickers ORDER BY ALL")
+    points_sql = ("SELECT ticker, ts, half_life_s, sentiment, n_items, ess, mean_score, "
+                  "[t.item_id FOR t IN top_items], [t.weight FOR t IN top_items] FROM ticker_sentiment ORDER BY ALL")
+    streamed_points, backfilled_points = query(streamed, points_sql), query(backfilled, points_sql)
+    assert len(streamed_points) == len(backfilled_points) > 0
+    for s, b in zip(streamed_points, backfilled_points):
+        assert s[:3] == b[:3] and s[4] == b[4] and s[7] == b[7]
+        assert s[3] == pytest.approx(b[3], abs=1e-4) and s[5] == pytest.approx(b[5], rel=1e-4)
+        assert s[6] == pytest.approx(b[6], abs=1e-4) and s[8] == pytest.approx(b[8], abs=1e-4)
+    assert query(streamed, "SELECT raw, source_location FROM dead_letters") == [(b"not json", "news/0/63")]
+
+
+def _stream_process(bootstrap: str, db: Path, log_path: Path) -> subprocess.Popen:
+    # Small polls: many bundles and commits, so a kill lands between two of them.
+    env = dict(os.environ, PYTHONPATH=str(REPO), TICKERPULSE_METRICS_INTERVAL="1s",
+               TICKERPULSE_MAX_POLL_RECORDS="5")
+    with open(log_path, "ab") as log_file:  # a file, not a pipe: a full pipe would block the job
+        return subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "stream",
+                                 *stream_args(bootstrap, db)], env=env, cwd=REPO,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+
+
+def _wait_for_commit(bootstrap: str, at_least: int, timeout_s: float, proc: subprocess.Popen,
+                     log_path: Path) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+        done = committed_offsets(bootstrap, "tp-test", [("news", 0)])[("news", 0)] or 0
+        if done >= at_least:
+            return done
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} offsets committed within {timeout_s}s: "
+                         + log_path.read_text(errors="replace")[-3000:])
+
+
+def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    n = 300
+    rows = encode(records(n))
+    produce(bootstrap, rows[:200])
+    db, log_path = tmp_path / "tp.duckdb", tmp_path / "stream.log"
+
+    job = _stream_process(bootstrap, db, log_path)
+    try:
+        committed = _wait_for_commit(bootstrap, 20, 300, job, log_path)
+    finally:
+        job.kill()  # SIGKILL: no flush, no commit
+        job.wait()
+    assert committed < 200
+    produce(bootstrap, rows[200:])
+
+    job = _stream_process(bootstrap, db, log_path)
+    try:
+        _wait_for_commit(bootstrap, n, 300, job, log_path)
+        job.send_signal(signal.SIGTERM)
+        job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    output = log_path.read_text(errors="replace")
+    assert job.returncode == 0, output[-3000:]
+    assert "SIGTERM received" in output and "stream stopped: consumed" in output
+
+    assert query(db, "SELECT count(*), count(DISTINCT id), min(id), max(kafka_offset) FROM items") == [(n, n, "r0", n - 1)]
+    assert query(db, "SELECT count(*) FROM item_tickers") == [(n,)]
+    assert query(db, "SELECT count(*) FROM dead_letters") == [(0,)]
+    # The restart rebuilt each ticker's state: no point counts an item twice or misses one.
+    wrong_counts = query(db, """
+        SELECT count(*) FROM ticker_sentiment s WHERE n_items != (
+            SELECT count(*) FROM items i JOIN item_tickers t ON t.item_id = i.id
+            WHERE t.ticker = s.ticker AND i.ts <= s.ts AND i.ts > s.ts - INTERVAL 3 DAY)""")
+    assert wrong_counts == [(0,)]
+    assert query(db, "SELECT count(DISTINCT ticker) FROM ticker_sentiment") == [(len(TICKERS),)]
+
+
+def test_job_recovers_when_the_broker_restarts(kafka_broker, tmp_path, caplog):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    rows = encode(records(30))
+    produce(bootstrap, rows[:15])
+
+    def bounce():
+        time.sleep(6)
+        kafka_broker.stop()
+        time.sleep(3)
+        kafka_broker.start()
+        produce(bootstrap, rows[15:])
+
+    bouncer = threading.Thread(target=bounce)
+    bouncer.start()
+    db = tmp_path / "tp.duckdb"
+    with caplog.at_level("WARNING"):
+        assert stream.run(stream_args(bootstrap, db, "--until-idle", "8s")) == 0
+    bouncer.join()
+    assert query(db, "SELECT count(*) FROM items") == [(30,)]
+    assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): 30}
+    assert any("unreachable" in r.getMessage() and "retrying in" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_arguments_exit_2_with_one_line(capsys):
+    assert main(["stream", "--topics", "news"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--bootstrap-servers is required" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stream", "--bootstrap-servers", "x:1", "--topics", "t", "--until-idle", "soon"])
+    assert exit_info.value.code == 2
