@@ -36,7 +36,7 @@ def read_records(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
 
 def read_json_lines(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
     """One record per non-blank line; the bytes are kept exactly (a dead letter shows them)."""
-    for line_no, line in enumerate(stream, 1):
+    for line_no, line in enumerate(iter(stream.readline, b""), 1):  # Beam's CompressedFile is not iterable
         line = line.rstrip(b"\r\n")
         if line.strip():
             yield RawRecord(raw=line, location=f"{path}:{line_no}")

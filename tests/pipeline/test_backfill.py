@@ -137,3 +137,26 @@ def test_pipeline_constructs_for_remote_runners(corpus, tmp_path, runner_args):
     for step in ("Read files", "Parse", "Extract tickers", "Drop duplicate ids", "Novelty", "Score",
                  "Relevance", "Aggregate", "Merge dead letters", "Write Parquet"):
         assert step in names
+
+
+def test_several_inputs_globs_and_formats(tmp_path, capsys):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    with gzip.open(tmp_path / "in" / "a.jsonl.gz", "wb") as out:
+        out.write(b'{"id": "g1", "text": "$AMD wins a big contract", "published_at": 1714550400000}\nnot json\n')
+    (tmp_path / "in" / "b.csv").write_text("id,text,published_at,tickers\nc1,Chip stocks rally,2024-05-01T09:00:00Z,AMD NVDA\n")
+    pq.write_table(pa.table({"id": ["p1"], "text": ["$NVDA guidance disappoints"], "published_at": [1714550460000]}),
+                   tmp_path / "p.parquet")
+    db = str(tmp_path / "mixed.duckdb")
+    assert backfill.run(["--input", str(tmp_path / "in" / "*"), "--input", str(tmp_path / "p.parquet"), "--db", db]) == 0
+    assert "read 4, scored 3, dead-lettered 1, duplicates 0" in capsys.readouterr().out
+    con = duckdb.connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT ticker, count(*) FROM item_tickers GROUP BY ALL ORDER BY ALL").fetchall() == [("AMD", 2), ("NVDA", 2)]
+        assert con.execute("SELECT source_location FROM dead_letters").fetchall() == [(f"{tmp_path}/in/a.jsonl.gz:2",)]
+    finally:
+        con.close()
