@@ -113,7 +113,8 @@ def regime_change(seeds: int, h: float) -> None:
     print(f"  {'method':<13} {'lag to midpoint (min)':>22} {'stable std':>11}")
     for name, rows in results.items():
         lags, noise = zip(*rows)
-        print(f"  {name:<13} {np.mean(lags):>11.1f} ± {np.std(lags):<5.1f} {np.mean(noise):>11.4f}")
+        print(f"  {name:<13} {np.mean(lags):>11.1f} ± {np.std(lags):<5.1f}"
+              f" {np.mean(noise):>11.4f}")
 
 
 def burst(seeds: int, h: float) -> None:

@@ -97,41 +97,38 @@ class _Batch:
     def run(self, device: torch.device) -> list[SentimentPoint]:
         if not self.ids or not sum(len(grid) for grid in self.query_ts):
             return []
-        cfg, n_h = self.cfg, len(self.cfg.half_lives_s)
-        as_tensor = lambda parts, dtype: torch.from_numpy(np.concatenate(parts)).to(device, dtype)
-        item_ts = as_tensor(self.ts, torch.float64)
-        item_score = as_tensor(self.scores, torch.float64)
-        item_rel = as_tensor(self.relevances, torch.float64)
+        n_h = len(self.cfg.half_lives_s)
+        item_ts, item_score, item_rel = (
+            torch.from_numpy(np.concatenate(parts)).to(device)
+            for parts in (self.ts, self.scores, self.relevances))
         rank = torch.from_numpy(np.concatenate(self.ranks, axis=1)).to(device)
-        # queries: for each ticker, each grid point, each half-life
-        tickers = [t for t, grid in zip(self.query_ticker, self.query_ts) for _ in range(len(grid) * n_h)]
+        # queries: for each ticker, each grid point, each half-life (the output order)
+        tickers = [ticker for ticker, grid in zip(self.query_ticker, self.query_ts)
+                   for _ in range(len(grid) * n_h)]
         query_ts = np.repeat(np.concatenate(self.query_ts), n_h)
         query_h_index = np.tile(np.arange(n_h), len(query_ts) // n_h)
-        query_h = np.asarray(cfg.half_lives_s, dtype=np.float64)[query_h_index]
+        query_h = np.asarray(self.cfg.half_lives_s, dtype=np.float64)[query_h_index]
         query_lo = np.repeat(np.concatenate(self.query_lo), n_h)
         query_hi = np.repeat(np.concatenate(self.query_hi), n_h)
         module = RecencyAttention().to(device)
         points: list[SentimentPoint] = []
         for start, stop in _chunks(query_hi - query_lo, _MAX_PAIRS_PER_CHUNK):
-            lo = torch.from_numpy(query_lo[start:stop]).to(device)
-            hi = torch.from_numpy(query_hi[start:stop]).to(device)
-            h_index = torch.from_numpy(query_h_index[start:stop]).to(device)
+            on_device = lambda a: torch.from_numpy(a[start:stop]).to(device)  # noqa: E731
+            lo, hi, h_index = on_device(query_lo), on_device(query_hi), on_device(query_h_index)
             pair_query, pair_item = horizon_pairs(lo, hi)
-            out = module(item_ts, item_score, item_rel,
-                         torch.from_numpy(query_ts[start:stop]).to(device),
-                         torch.from_numpy(query_h[start:stop]).to(device), pair_query, pair_item)
+            out = module(item_ts, item_score, item_rel, on_device(query_ts), on_device(query_h),
+                         pair_query, pair_item)
             tops: list[list[tuple[str, float]]] = [[] for _ in range(stop - start)]
-            if cfg.top_k:
-                chosen, chosen_query = top_k_pairs(pair_query, rank[h_index[pair_query], pair_item],
-                                                   hi - lo, cfg.top_k)
+            if self.cfg.top_k:
+                chosen, chosen_query = top_k_pairs(
+                    pair_query, rank[h_index[pair_query], pair_item], hi - lo, self.cfg.top_k)
                 for q, i, w in zip(chosen_query.tolist(), pair_item[chosen].tolist(),
                                    out.weight[chosen].tolist()):
                     tops[q].append((self.ids[i], w))
-            for q, (s, n, ess, mean) in enumerate(zip(out.sentiment.tolist(), out.n_items.tolist(),
-                                                      out.ess.tolist(), out.mean_score.tolist())):
-                points.append(SentimentPoint(tickers[start + q], float(query_ts[start + q]),
-                                             float(query_h[start + q]), s, n, ess, mean,
-                                             tuple(tops[q])))
+            columns = zip(tickers[start:stop], query_ts[start:stop].tolist(),
+                          query_h[start:stop].tolist(), out.sentiment.tolist(),
+                          out.n_items.tolist(), out.ess.tolist(), out.mean_score.tolist(), tops)
+            points.extend(SentimentPoint(*row[:-1], tuple(row[-1])) for row in columns)
         return points
 
 

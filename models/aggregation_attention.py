@@ -1,4 +1,4 @@
-"""Vectorized recency attention: a segment softmax over many (ticker, as-of time, half-life) queries.
+"""Vectorized recency attention: one segment softmax over many (ticker, as-of, half-life) queries.
 
 Every query attends to a contiguous run of its ticker's items (those in its horizon), so the
 whole batch is one flat list of (query, item) pairs: one gather, one segment max, one exp and
@@ -61,7 +61,8 @@ def _segment_sum(values: torch.Tensor, segment: torch.Tensor, n_segments: int) -
         0, segment, values)
 
 
-def horizon_pairs(query_lo: torch.Tensor, query_hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def horizon_pairs(query_lo: torch.Tensor,
+                  query_hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten query q's item range [lo_q, hi_q) into (pair_query, pair_item), grouped by query."""
     lengths = query_hi - query_lo
     pair_query = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device),

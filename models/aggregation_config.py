@@ -16,7 +16,7 @@ LN2 = math.log(2.0)
 
 @dataclass(frozen=True)
 class AggregationConfig:
-    """Half-lives h (one output row each), horizon H, the as-of grid step and the explanation size."""
+    """Half-lives h (a row each), horizon H, the as-of grid step and the explanation size."""
 
     half_lives_s: tuple[float, ...] = (3600.0, 21600.0)  # 1 h and 6 h
     horizon_s: float = 3 * 86400.0
@@ -109,7 +109,7 @@ def in_horizon(item_ts_s: float, as_of_s: float, horizon_s: float) -> bool:
 
 
 def grid_points(item_ts_s: Sequence[float], cadence_s: float, horizon_s: float) -> list[float]:
-    """As-of times for one ticker: grid points from ceil(first) to ceil(last) with a non-empty horizon.
+    """As-of times of one ticker: grid points ceil(first)..ceil(last) with a non-empty horizon.
 
     Logits shift equally with t, so S only changes when an item arrives or expires; the grid
     just fixes when it is observed.

@@ -18,6 +18,9 @@ from models.aggregation_config import (LN2, AggregationConfig, SentimentPoint, g
 # Recompute the sums from the deque when the mass subtracted since the last recompute exceeds
 # the remaining mass by this factor: the relative error stays below ~1e-12.
 _CANCELLATION_LIMIT = 1e4
+# The reference logit moves up only when a new logit exceeds it by this much: terms stay below
+# e^50 (no overflow for any count) and rescaling, which touches every candidate, stays rare.
+_RESCALE_HEADROOM = 50.0
 
 
 class _HalfLifeSums:
@@ -30,17 +33,20 @@ class _HalfLifeSums:
         self.ref = 0.0
         self.den = self.num = self.sq = 0.0
         self.removed = self.removed_sq = 0.0
-        # top-k candidates sorted by (-kappa, item_id): [neg_kappa, item_id, ts, beaten_by]
+        # top-k candidates sorted by (-kappa, item_id): [neg_kappa, item_id, ts, beaten_by, e]
         self.candidates: list[list] = []
         self.candidate_ids: set[str] = set()
         self.newest_ts = -math.inf  # newest ts ever offered: bounds every candidate's ts
 
-    def add(self, kappa: float, score: float) -> None:
-        if self.den == 0.0 or kappa > self.ref:
+    def add(self, kappa: float, score: float) -> float:
+        """Add e = exp(kappa - ref) to the sums and return it."""
+        if self.den == 0.0 or kappa > self.ref + _RESCALE_HEADROOM:
             factor = math.exp(self.ref - kappa) if self.den else 0.0
             self.den *= factor
             self.num *= factor
             self.removed *= factor
+            for entry in self.candidates:
+                entry[4] *= factor
             factor *= factor
             self.sq *= factor
             self.removed_sq *= factor
@@ -49,6 +55,7 @@ class _HalfLifeSums:
         self.den += e
         self.num += e * score
         self.sq += e * e
+        return e
 
     def subtract(self, kappa: float, score: float) -> None:
         e = math.exp(kappa - self.ref)
@@ -70,15 +77,18 @@ class _HalfLifeSums:
         self.num = math.fsum(e * s for e, s in zip(es, scores))
         self.sq = math.fsum(e * e for e in es)
         self.removed = self.removed_sq = 0.0
+        for entry in self.candidates:
+            entry[4] = math.exp(-entry[0] - self.ref)
 
-    def offer_candidate(self, neg_kappa: float, item_id: str, ts_s: float, k: int) -> None:
+    def offer_candidate(self, neg_kappa: float, item_id: str, ts_s: float, k: int,
+                        e: float) -> None:
         """Keep an item while fewer than k items that rank above it expire no earlier than it.
 
         For an item newer than every candidate (the in-order stream) only the candidates ranked
         below it change: each gains one dominator, and one with k is dropped, so the work is
         amortised O(k) per item. Ties in time and late items take the general path.
         """
-        entry = [neg_kappa, item_id, ts_s, 0]
+        entry = [neg_kappa, item_id, ts_s, 0, e]
         position = bisect.bisect_left(self.candidates, entry)
         if ts_s > self.newest_ts:
             self.newest_ts = ts_s
@@ -138,7 +148,8 @@ class TickerState:
         self.sums = [_HalfLifeSums() for _ in cfg.half_lives_s]
         self.rates = [LN2 / h for h in cfg.half_lives_s]  # kappa = r + rate * (t - anchor)
 
-    def add(self, item_id: str, ts_s: float, score: float, relevance: float) -> list[SentimentPoint]:
+    def add(self, item_id: str, ts_s: float, score: float,
+            relevance: float) -> list[SentimentPoint]:
         if not (math.isfinite(ts_s) and math.isfinite(score) and math.isfinite(relevance)):
             raise ValueError(f"item {item_id!r}: ts, score and relevance must be finite")
         if item_id in self.item_ids:
@@ -187,9 +198,9 @@ class TickerState:
         self.score_sum += score
         k = self.cfg.top_k
         for sums, kappa in zip(self.sums, kappas):
-            sums.add(kappa, score)
+            e = sums.add(kappa, score)
             if k:
-                sums.offer_candidate(-kappa, item_id, ts_s, k)
+                sums.offer_candidate(-kappa, item_id, ts_s, k, e)
 
     def _expire(self, as_of_s: float) -> None:
         cutoff = as_of_s - self.cfg.horizon_s
@@ -217,9 +228,9 @@ class TickerState:
     def _emit(self, as_of_s: float, points: list[SentimentPoint]) -> None:
         n = len(self.items)
         mean_score = self.score_sum / n
-        exp, k = math.exp, self.cfg.top_k
+        k = self.cfg.top_k
         for h, sums in zip(self.cfg.half_lives_s, self.sums):
-            den, ref = sums.den, sums.ref
-            top = tuple([(entry[1], exp(-entry[0] - ref) / den) for entry in sums.candidates[:k]])
+            den = sums.den
+            top = tuple([(entry[1], entry[4] / den) for entry in sums.candidates[:k]])
             points.append(SentimentPoint(self.ticker, as_of_s, h, sums.num / den, n,
                                          den * den / sums.sq, mean_score, top))

@@ -6,9 +6,12 @@ S_k(t) for each ticker (NULL = all) at start_at, start_at + step, ... <= stop_at
 
 Both read ``items`` + ``item_tickers`` and return the columns of ``ticker_sentiment`` (ticker,
 ts, half_life_s, sentiment, n_items, ess, mean_score, top_items); an empty horizon gives no row.
-Same formula as models/aggregation.py (docs/aggregation.md): each (ticker, as-of) group is
-shifted by its own maximum logit, and times are compared in integer microseconds, so the
-results match the torch and streaming forms to 1e-6.
+Same formula as models/aggregation.py (docs/aggregation.md), with times compared in integer
+microseconds. Each (ticker, as-of) group's logits are shifted by an upper bound found without
+a window over the pairs: the ticker's largest relevance minus the decay of its newest item (an
+ASOF join). Every term is then <= 1 and the newest is >= exp(-(spread of relevance)), so
+nothing overflows or underflows while one ticker's relevances span less than ~700 (weights
+within a factor 1e300); results match the torch and streaming forms to 1e-6.
 """
 from __future__ import annotations
 
@@ -30,21 +33,34 @@ WITH grid AS (
     SELECT t.ticker, i.id, epoch_us(i.ts) AS ts_us, i.score, i.relevance
     FROM items i JOIN item_tickers t ON t.item_id = i.id
     WHERE tickers IS NULL OR list_contains(tickers, t.ticker)
+), newest AS (
+    -- per ticker and as-of time: the newest item at or before it (ASOF) and the ticker's top r
+    SELECT q.ticker, q.as_of_us, q.max_relevance, n.ts_us AS newest_us
+    FROM (SELECT k.ticker, k.max_relevance, g.as_of_us
+          FROM (SELECT ticker, max(relevance) AS max_relevance FROM tagged GROUP BY ticker) k
+          CROSS JOIN grid g) q
+    ASOF JOIN tagged n ON n.ticker = q.ticker AND n.ts_us <= q.as_of_us
+), shifts AS (
+    -- an upper bound of every logit of the group, reached within the relevance spread
+    SELECT ticker, as_of_us,
+           max_relevance - ln(2) * ((as_of_us - newest_us) / 1e6) / half_life_s AS shift
+    FROM newest
 ), pairs AS (
-    SELECT p.ticker, g.as_of_us, p.id, p.score,
-           p.relevance - ln(2) * ((g.as_of_us - p.ts_us) / 1e6) / half_life_s AS logit
-    FROM tagged p JOIN grid g
-      ON p.ts_us <= g.as_of_us
-     AND p.ts_us > g.as_of_us - CAST(round(horizon_s * 1e6) AS BIGINT)
+    SELECT p.ticker, s.as_of_us, p.id, p.score, s.shift,
+           p.relevance - ln(2) * ((s.as_of_us - p.ts_us) / 1e6) / half_life_s AS logit
+    FROM tagged p JOIN shifts s
+      ON p.ticker = s.ticker
+     AND p.ts_us <= s.as_of_us
+     AND p.ts_us > s.as_of_us - CAST(round(horizon_s * 1e6) AS BIGINT)
 ), shifted AS (
-    SELECT ticker, as_of_us, id, score,
-           exp(logit - max(logit) OVER (PARTITION BY ticker, as_of_us)) AS e
-    FROM pairs
+    SELECT ticker, as_of_us, id, score, logit, exp(logit - shift) AS e FROM pairs
 ), folded AS (
     SELECT ticker, as_of_us,
            sum(e) AS den, sum(e * score) AS num, sum(e * e) AS sq,
            count(*) AS n, avg(score) AS mean_score,
-           min_by({{'item_id': id, 'e': e}}, {{'neg_e': -e, 'item_id': id}}, top_k) AS top_raw
+           -- rank by logit, not by e: weights that underflow to 0 keep their true order
+           min_by({{'item_id': id, 'e': e}}, {{'neg_logit': -logit, 'item_id': id}}, top_k)
+               AS top_raw
     FROM shifted
     GROUP BY ticker, as_of_us
 )

@@ -102,8 +102,8 @@ def test_series_macro_equals_the_batch_and_the_streaming_forms(db):
     start, stop = min(p.ts_s for p in batch), max(p.ts_s for p in batch)
     checked = 0
     for h in CFG.half_lives_s:
-        rows = sql_rows(con, "SELECT *, epoch_us(ts) AS ts_us FROM sentiment_series("
-                             "NULL, to_timestamp(?), to_timestamp(?), ?, ?, horizon_s := ?, top_k := ?)",
+        rows = sql_rows(con, "SELECT *, epoch_us(ts) AS ts_us FROM sentiment_series(NULL, "
+                             "to_timestamp(?), to_timestamp(?), ?, ?, horizon_s := ?, top_k := ?)",
                         [start, stop, CFG.cadence_s, h, CFG.horizon_s, CFG.top_k])
         sql = {(r["ticker"], r["ts_us"] / 1e6): r for r in rows}
         for p in (p for p in batch if p.half_life_s == h):
@@ -173,3 +173,18 @@ def test_defaults_and_a_read_only_connection(db):
         assert len(row["top_items"]) == 5  # default top_k
     finally:
         reader.close()
+
+
+def test_tiny_half_life_over_a_long_horizon_stays_finite_and_exact(db):
+    """Decay spans thousands of e-folds (h = 1 s, H = 12 h): shifting must keep terms finite."""
+    con, items, _ = db
+    cfg = AggregationConfig(half_lives_s=(1.0,), horizon_s=43200.0, cadence_s=300.0, top_k=4)
+    msft = [(i[0], i[1] / 1e6, i[2], i[3]) for i in items if "MSFT" in i[4]]
+    points = aggregate_tickers({"MSFT": msft}, cfg)
+    rows = sql_rows(con, "SELECT *, epoch_us(ts) AS ts_us FROM sentiment_series(['MSFT'], "
+                         "to_timestamp(?), to_timestamp(?), 300, 1.0, horizon_s := 43200, "
+                         "top_k := 4)", [points[0].ts_s, points[-1].ts_s])
+    sql = {r["ts_us"] / 1e6: r for r in rows}
+    assert len(points) > 50
+    for p in points:
+        assert_row_matches(sql[p.ts_s], p)
