@@ -34,20 +34,35 @@ from pipeline.tickers import load_aliases
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
                                  ReadFiles, ReadKafkaRange, Relevance, ReportProgress, Score)
 
-log = logging.getLogger(__name__)
 
 
-def _list(value: str | None) -> list[str] | None:
-    return value.split(",") if value else None
+# Repeatable flags take their env-var twin (comma-separated) only when not given at all, since
+# argparse would otherwise extend the env value instead of replacing it.
+_LIST_ENV_DEFAULTS = {"input": None, "topics": None, "half_life": "1h,6h"}
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """App flags, and the rest for Beam's PipelineOptions."""
+    args, beam_args = parser().parse_known_args(argv)
+    for name, fallback in _LIST_ENV_DEFAULTS.items():
+        if getattr(args, name) is None:
+            value = env_default(name, fallback)
+            setattr(args, name, value.split(",") if value else None)
+    if args.half_life and isinstance(args.half_life[0], str):
+        try:
+            args.half_life = [duration_seconds(h) for h in args.half_life]
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"TICKERPULSE_HALF_LIFE: {exc}") from None
+    return args, beam_args
 
 
 def parser() -> argparse.ArgumentParser:
     p = command_parser("backfill", "Score files or a Kafka offset/time range into DuckDB (bounded run).")
     src = p.add_argument_group("sources (files, a Kafka range, or both)")
-    src.add_argument("--input", action="extend", nargs="+", default=_list(env_default("input")), metavar="GLOB",
+    src.add_argument("--input", action="extend", nargs="+", metavar="GLOB",
                      help="JSONL/JSON/CSV/Parquet files or globs (optionally .gz); repeatable")
     src.add_argument("--kafka-bootstrap", default=env_default("kafka_bootstrap"), metavar="HOST:PORT")
-    src.add_argument("--topics", action="extend", nargs="+", default=_list(env_default("topics")), metavar="TOPIC")
+    src.add_argument("--topics", action="extend", nargs="+", metavar="TOPIC")
     src.add_argument("--from", dest="start", default=env_default("from", "earliest"), metavar="POS",
                      help="earliest (default), an offset, or an ISO-8601 time (UTC if no zone)")
     src.add_argument("--to", dest="end", default=env_default("to", "latest"), metavar="POS",
@@ -60,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
                      help="only load a --parquet-out directory into --db, then exit")
     agg = p.add_argument_group("aggregation")
     agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
-                     help="one or more half-lives (default 1h 6h)")
+                     help="one or more half-lives (default 1h 6h; env TICKERPULSE_HALF_LIFE=1h,6h)")
     agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
                      help="event-time step of ticker_sentiment points (default 5m)")
     agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
@@ -108,7 +123,7 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.batch_size < 1 or args.top_k < 0:
         raise UsageError("--batch-size must be >= 1 and --top-k >= 0")
     try:
-        aggregation = AggregationConfig(half_lives_s=tuple(args.half_life or (3600.0, 21600.0)),
+        aggregation = AggregationConfig(half_lives_s=tuple(args.half_life),
                                         horizon_s=args.horizon, cadence_s=args.cadence, top_k=args.top_k)
         aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
     except (ValueError, OSError) as exc:
@@ -187,14 +202,15 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
     return beam.Pipeline(runner=FnApiRunner(), options=options)
 
 
+def import_parquet(args: argparse.Namespace) -> dict[str, int]:
+    if not FileSystems.exists(args.import_parquet):
+        raise UsageError(f"--import-parquet {args.import_parquet!r} does not exist")
+    with DuckDBSink(args.db) as sink:
+        return sink.import_parquet(args.import_parquet)
+
+
 def run_backfill(argv: list[str]) -> Summary:
-    args, beam_args = parser().parse_known_args(argv)
-    if args.import_parquet:
-        started = time.monotonic()
-        with DuckDBSink(args.db) as sink:
-            written = sink.import_parquet(args.import_parquet)
-        log.info("imported %s into %s: %s new rows", args.import_parquet, args.db, written)
-        return Summary(0, written.get("items", 0), written.get("dead_letters", 0), 0, time.monotonic() - started)
+    args, beam_args = parse_args(argv)
     the_plan = plan(args)
     if not args.parquet_out:
         with DuckDBSink(args.db):  # the schema exists even when every record is refused
@@ -214,6 +230,11 @@ def run_backfill(argv: list[str]) -> Summary:
 def run(argv: list[str]) -> int:
     # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
     logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
-    summary = run_backfill(argv)
-    print(summary.line())
+    args, _ = parse_args(argv)
+    if args.import_parquet:
+        written = import_parquet(args)
+        print(f"imported {args.import_parquet} into {args.db}: "
+              + ", ".join(f"{count:,} new {table}" for table, count in written.items()))
+        return 0
+    print(run_backfill(argv).line())
     return 0

@@ -127,7 +127,7 @@ def test_bad_duration_exits_2(tmp_path, capsys):
     ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--environment_type=LOOPBACK"],
 ])
 def test_pipeline_constructs_for_remote_runners(corpus, tmp_path, runner_args):
-    args, beam_args = backfill.parser().parse_known_args(
+    args, beam_args = backfill.parse_args(
         ["--input", str(corpus), "--parquet-out", str(tmp_path / "out"), *runner_args])
     pipeline = backfill.make_pipeline(beam_args)
     assert type(pipeline.runner).__name__ == runner_args[0].split("=")[1]
