@@ -199,7 +199,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     return metrics
 
 
-def run(argv: list[str]) -> int:
+def quiet_library_logs() -> None:
     # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
     logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
     # BatchElements logs its statistics at the end of every bundle: once per poll when streaming.
@@ -207,6 +207,10 @@ def run(argv: list[str]) -> int:
     # kafka-python logs every connection at INFO and every refused one at ERROR; the source logs
     # one clear line per outage instead.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def run(argv: list[str]) -> int:
+    quiet_library_logs()
     metrics = run_stream(argv)
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
     return 0

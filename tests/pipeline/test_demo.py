@@ -1,0 +1,51 @@
+"""The one-command demo, end to end: embedded broker, shipped corpus, streaming job, summary."""
+from __future__ import annotations
+
+import json
+import socket
+
+import duckdb
+
+from pipeline import demo
+
+
+def test_shipped_corpus_is_big_varied_and_has_bad_records():
+    lines = demo.corpus_lines("news.jsonl") + demo.corpus_lines("comments.jsonl")
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            pass
+    items = [r for r in parsed if isinstance(r, dict) and isinstance(r.get("text"), str)]
+    assert len({r["id"] for r in items}) >= 500
+    assert len({t for r in items for t in r["text"].split() if t.startswith("$")}) >= 10
+    assert len(lines) > len(parsed)  # some lines are not JSON at all
+    assert len(items) > len({r["id"] for r in items})  # re-sent ids
+    assert sum(len(line) for line in lines) < 300_000
+
+
+def test_demo_streams_the_corpus_and_prints_the_summary(tmp_path, capsys):
+    db = tmp_path / "demo.duckdb"
+    assert demo.run(["--db", str(db), "--until-idle", "3s"]) == 0
+    out = capsys.readouterr().out
+
+    port = int(out.split("broker on 127.0.0.1:")[1].split()[0])
+    with socket.socket() as sock:  # the broker is stopped
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        items, dead = con.execute("SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM dead_letters)").fetchone()
+        ba_now, ba_before = con.execute("""
+            SELECT last(sentiment ORDER BY ts), first(sentiment ORDER BY ts) FILTER (WHERE ts <= '2024-05-06 16:30Z')
+            FROM ticker_sentiment WHERE ticker = 'BA' AND half_life_s = 3600""").fetchone()
+        tickers = [r[0] for r in con.execute("SELECT DISTINCT ticker FROM ticker_sentiment").fetchall()]
+    finally:
+        con.close()
+    assert items == 626 and dead == 6
+    assert ba_before > 0.2 and ba_now < -0.2  # BA's news turned from good to bad
+    assert f"Caught up: {items} items, {dead} dead letters" in out
+    table = out.split("Latest sentiment per ticker")[1]
+    assert all(f"\n{ticker} " in table for ticker in tickers) and len(tickers) == 12
+    assert "BA " in table and "<- turned down" in table.split("\nBA ")[1].splitlines()[0]
+    assert f"query --db {db}" in out and f"dashboard --db {db}" in out
