@@ -34,8 +34,6 @@ from pipeline.tickers import load_aliases
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
                                  ReadFiles, ReadKafkaRange, Relevance, ReportProgress, Score)
 
-
-
 # Repeatable flags take their env-var twin (comma-separated) only when not given at all, since
 # argparse would otherwise extend the env value instead of replacing it.
 _LIST_ENV_DEFAULTS = {"input": None, "topics": None, "half_life": "1h,6h"}
@@ -197,6 +195,10 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
     options = PipelineOptions(beam_args)
+    # A flag neither we nor Beam know is a typo (Beam would only log and drop it).
+    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join('--' + name for name in sorted(unknown))}")
     if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         return beam.Pipeline(options=options)
     return beam.Pipeline(runner=FnApiRunner(), options=options)
@@ -211,12 +213,12 @@ def import_parquet(args: argparse.Namespace) -> dict[str, int]:
 
 def run_backfill(argv: list[str]) -> Summary:
     args, beam_args = parse_args(argv)
+    pipeline = make_pipeline(beam_args)
     the_plan = plan(args)
     if not args.parquet_out:
         with DuckDBSink(args.db):  # the schema exists even when every record is refused
             pass
     started = time.monotonic()
-    pipeline = make_pipeline(beam_args)
     build(pipeline, args, the_plan)
     result = pipeline.run()
     result.wait_until_finish()

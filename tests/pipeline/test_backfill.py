@@ -108,6 +108,7 @@ def test_parquet_out_then_import_matches_the_direct_sink(corpus, tmp_path):
     (["--input", "/nonexistent/*.jsonl"], "matches no file"),
     (["--db", "x.duckdb"], "nothing to read"),
     (["--topics", "news"], "--topics needs --kafka-bootstrap"),
+    (["--input", "/nonexistent/x.jsonl", "--inptu", "x"], "unrecognized arguments: --inptu"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     assert main(["backfill", *argv]) == 2
