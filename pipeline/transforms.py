@@ -8,11 +8,10 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import RunInference
-
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import RunInference
 
 from connectors.files.readers import file_format, read_records
 from connectors.kafka.range import PartitionRange, read_range
