@@ -18,7 +18,7 @@ import torch
 from models.classifier import LoadedClassifier, ModelLoadError, load_classifier
 from models.data import LABELS, normalize_text
 
-__all__ = ["LABELS", "Prediction", "SentimentEngine", "pad_batch", "resolve_device"]
+__all__ = ["LABELS", "Prediction", "SentimentEngine", "pad_batch", "quantize_int8", "resolve_device"]
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,7 +67,7 @@ class SentimentEngine:
         self._lock = threading.Lock()
         model = classifier.model.to(device).eval()
         if quantized:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = quantize_int8(model)
         self._model = model
         self._pad_id = classifier.tokenizer.pad_token_id or 0
         self._projection = torch.zeros(len(classifier.output_labels), len(LABELS))
@@ -125,6 +125,16 @@ class SentimentEngine:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """int8 dynamic quantization of the encoder's linear layers, per output channel (per-tensor
+    scales lost ~0.01 macro-F1); the small head stays fp32 where its precision matters most."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and "classifier" not in name and "pooler" not in name}
+    return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,14 @@ import torch
 from tqdm import tqdm
 from transformers import BertPreTrainedModel, PreTrainedTokenizerBase
 
-from models.classifier import LoadedClassifier, export_bundle, new_backbone_classifier, save_checkpoint
+from models.classifier import (
+    BUNDLE_CONFIG,
+    LoadedClassifier,
+    export_bundle,
+    load_classifier,
+    new_backbone_classifier,
+    save_checkpoint,
+)
 from models.data import LABELS, LabelledData, confusion_matrix, macro_f1, normalize_text
 from models.engine import SentimentEngine, pad_batch
 
@@ -107,10 +114,27 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
                 export_bundle(model, bundle_dir, bundle_name, cfg.max_length, trained_keys,
                               extra={"valid_macro_f1": round(f1, 4), "training": asdict(cfg)})
         model.train()
+    if bundle_dir is not None:
+        record_int8_check(bundle_dir, valid_data)
     (out_dir / "training_metrics.json").write_text(json.dumps(
         {"config": asdict(cfg), "best_epoch": result.best_epoch, "best_macro_f1": result.best_macro_f1,
          "history": [asdict(h) for h in result.history]}, indent=2) + "\n")
     return result
+
+
+def record_int8_check(bundle_dir: Path, valid_data: LabelledData, tolerance: float = 0.01) -> bool:
+    """Measure the int8 path against fp32 on the validation set and record in the bundle whether
+    it may be the CPU default (within ``tolerance`` macro-F1)."""
+    classifier = load_classifier(bundle_dir)
+    fp32, _, _ = evaluate(SentimentEngine(classifier, torch.device("cpu"), quantized=False), valid_data)
+    int8, _, _ = evaluate(SentimentEngine(classifier, torch.device("cpu"), quantized=True), valid_data)
+    bundle_file = bundle_dir / BUNDLE_CONFIG
+    bundle = json.loads(bundle_file.read_text())
+    bundle.update(valid_macro_f1=round(fp32, 4), int8_valid_macro_f1=round(int8, 4),
+                  int8_validated=fp32 - int8 <= tolerance)
+    bundle_file.write_text(json.dumps(bundle, indent=2) + "\n")
+    log.info("int8 check: fp32 macro-F1 %.4f, int8 %.4f -> int8 default %s", fp32, int8, bundle["int8_validated"])
+    return bundle["int8_validated"]
 
 
 def _seed(seed: int) -> None:
