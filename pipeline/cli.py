@@ -32,12 +32,17 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _configure_logging(level: str) -> None:
+    """Our own modules log at ``level``; libraries (Beam, kafka-python) only from WARNING up,
+    so that Beam's import-time notices about optional cloud clients do not bury ours."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for package in ("pipeline", "models", "connectors", "dashboards", "__main__"):
+        logging.getLogger(package).setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(
-        level=os.environ.get("TICKERPULSE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(os.environ.get("TICKERPULSE_LOG_LEVEL", "INFO"))
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
