@@ -160,7 +160,8 @@ def _load_bundle(path: Path, label_names: Sequence[str] | None) -> LoadedClassif
     backbone = backbone_path()
     config = classifier_config(BertConfig.from_pretrained(backbone), bundle["labels"])
     model = POOLINGS[bundle.get("pooling", "cls")](config)
-    state = {f"bert.{k}": v for k, v in load_file(str(backbone / "model.safetensors")).items()}
+    wanted = set(model.state_dict())
+    state = {f"bert.{k}": v for k, v in load_file(str(backbone / "model.safetensors")).items() if f"bert.{k}" in wanted}
     state.update({k: v.float() for k, v in load_file(str(delta_file)).items()})
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing, unexpected = ([k for k in keys if not k.endswith("position_ids")] for keys in (missing, unexpected))

@@ -50,6 +50,8 @@ def score(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.input != "-" and not Path(args.input).is_file():
         raise UsageError(f"--input {args.input}: no such file")
+    from models.data import LABELS
+
     engine = _load_engine(args)
     scored = bad = 0
     with _open(args.input, "r") as source, _open(args.output, "w") as sink:
@@ -63,7 +65,7 @@ def score(argv: list[str]) -> int:
             for (_, rec), pred in zip(good, predictions):
                 sink.write(json.dumps({
                     "id": rec["id"], "label": pred.label, "score": round(pred.score, 6),
-                    "probs": dict(zip(("negative", "neutral", "positive"), (round(p, 6) for p in pred.probs))),
+                    "probs": dict(zip(LABELS, (round(p, 6) for p in pred.probs))),
                     "confidence": round(pred.confidence, 6), "model": pred.model,
                 }) + "\n")
             sink.flush()

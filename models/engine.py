@@ -7,7 +7,6 @@ autograd state is kept, CUDA runs in bf16 and CPU can run int8 dynamically-quant
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,6 @@ from models.data import LABELS, normalize_text
 
 __all__ = ["LABELS", "Prediction", "SentimentEngine", "pad_batch", "quantize_int8", "resolve_device"]
 
-log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -40,7 +40,7 @@ class TrainConfig:
     max_length: int = 64
     trainable_layers: int = 6  # top encoder layers that learn; embeddings never do
     class_weighting: bool = True  # inverse sqrt frequency: helps macro-F1 with 65% neutral data
-    pooling: str = "mean"  # "mean" (how the backbone was trained) or "cls" (standard HF head)
+    pooling: str = "cls"  # "cls" (standard HF head, shipped) or "mean" (how the backbone was pre-trained)
     seed: int = 13
     device: str = "cpu"
 

@@ -38,7 +38,7 @@ def small_data() -> tuple[LabelledData, LabelledData]:
 
 def test_one_epoch_on_200_rows_writes_loadable_checkpoint_and_bundle(tmp_path, small_data):
     train_rows, valid_rows = small_data
-    cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=32, seed=3)
+    cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=32, pooling="mean", seed=3)
     result = train(train_rows, valid_rows, tmp_path / "ckpt", cfg, bundle_dir=tmp_path / "bundle",
                    bundle_name="unit", progress=False)
     assert result.best_epoch == 1 and 0.0 <= result.best_macro_f1 <= 1.0
@@ -49,8 +49,12 @@ def test_one_epoch_on_200_rows_writes_loadable_checkpoint_and_bundle(tmp_path, s
     bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), _cpu(), quantized=False)
     assert checkpoint.classifier.normalize and checkpoint.classifier.max_length == 32
     assert bundle.name.startswith("unit@")
+    recorded = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert recorded["labels"] == list(LABELS) and recorded["max_length"] == 32
+    assert isinstance(recorded["int8_validated"], bool)
+    assert recorded["int8_validated"] == (recorded["valid_macro_f1"] - recorded["int8_valid_macro_f1"] <= 0.01)
     delta = load_file(str(tmp_path / "bundle" / "delta.safetensors"))
-    assert all(k.startswith(("bert.encoder.layer.5.", "bert.pooler.", "classifier.")) for k in delta)
+    assert delta and all(k.startswith(("bert.encoder.layer.5.", "classifier.")) for k in delta)
     texts = valid_rows.texts[:10]
     for full, rebuilt in zip(checkpoint.predict(texts), bundle.predict(texts)):
         assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)  # fp16 delta vs fp32 checkpoint
