@@ -6,7 +6,7 @@ with a baseline measured in the same run: the formula written out in Python (tor
 incremental) and an unweighted sliding mean over the same range join (SQL).
 
     python bench/bench_aggregation.py [--tickers 100] [--per-ticker 400] [--stream-items 100000]
-                                      [--sql-items 1000000] [--sql-points 96]
+                                      [--sql-items 1000000] [--sql-points 96] [--threads N]
 
 Wall-clock figures depend on how busy the machine is; CPU-second figures less so.
 """
@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream-items", type=int, default=100_000)
     parser.add_argument("--sql-items", type=int, default=1_000_000)
     parser.add_argument("--sql-points", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch intra-op threads (1 is faster on a busy machine)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"torch {torch.__version__}, duckdb {duckdb.__version__}")
     bench_torch(args.tickers, args.per_ticker)

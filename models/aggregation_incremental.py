@@ -175,8 +175,9 @@ class TickerState:
                 self._emit(t, points)
                 step += 1
                 t = step * cfg.cadence_s
-        self._expire(bucket)
-        if in_horizon(ts_s, bucket, cfg.horizon_s):
+        if bucket != self.last_emitted:  # else the horizon was already cut at this bucket
+            self._expire(bucket)
+        if bucket - cfg.horizon_s < ts_s:  # in the horizon (ts_s <= bucket by construction)
             self._insert(item_id, ts_s, score, relevance)
         self.last_emitted = bucket
         if self.items:
