@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -132,7 +133,9 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
     spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and "classifier" not in name and "pooler" not in name}
-    return quantize_dynamic(model, spec, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch 2.13 flags quantized tensors as deprecated (docs/model.md)
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
