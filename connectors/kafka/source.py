@@ -167,6 +167,7 @@ class PartitionDirectory:
         self._counts: dict[str, int] = {}
         self._next_refresh = 0.0
         self.backoff = Backoff(config.bootstrap_servers)
+        self.known = False  # True once the broker answered a metadata request
 
     def count(self, topic: str) -> int:
         now = time.monotonic()
@@ -178,6 +179,7 @@ class PartitionDirectory:
                 self._consumer.topics()  # a metadata request: new partitions show up
                 for name in self.config.topics:
                     self._counts[name] = len(self._consumer.partitions_for_topic(name) or ())
+                self.known = True
                 self.backoff.succeeded()
             except KafkaError as exc:
                 self.backoff.failed(exc)
@@ -249,13 +251,16 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
 
     def initial_restriction(self, partition: Partition) -> OffsetRange:
         topic, number = partition[0], int(partition[1])
-        directory = PartitionDirectory(self.config)
-        try:
-            exists = number < directory.count(topic)
-        finally:
-            directory.close()
-        # A partition added later starts empty at offset 0.
-        return OffsetRange(resume_offset(self.config, (topic, number)) if exists else 0, END)
+        directory = self.__dict__.setdefault("_slot_directory", PartitionDirectory(self.config))
+        control = run_control(self.config.run_id, self.config.until_idle_s)
+        # Until the broker answered, "no such partition" cannot be told from "no broker".
+        while not directory.known and not control.stop_requested.is_set():
+            directory.count(topic)
+            if not directory.known:
+                control.stop_requested.wait(directory.backoff.waiting() or 0.1)
+        if number < directory.count(topic):
+            return OffsetRange(resume_offset(self.config, (topic, number)), END)
+        return OffsetRange(0, END)  # a partition added later starts empty, at offset 0
 
     def create_tracker(self, restriction: OffsetRange) -> _UnboundedOffsetTracker:
         return _UnboundedOffsetTracker(restriction)
@@ -358,6 +363,8 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
         for partition in list(self._consumers):
             self._drop_consumer(partition)
         self._directory.close()
+        if "_slot_directory" in self.__dict__:
+            self.__dict__.pop("_slot_directory").close()
 
 
 class ReadFromKafka(beam.PTransform):

@@ -1,0 +1,154 @@
+"""Streaming benchmark: produce -> row in DuckDB latency at a fixed rate, and the top sustained rate.
+
+    python bench/bench_stream.py                          # 50 msgs/s for 60 s, backlog of 2000
+    python bench/bench_stream.py --rate 50 --duration 600 # the 10-minute memory check
+
+One run, one process, a real embedded broker, the bundled model, the bundled default settings:
+1. scoring only: the engine alone on 2,000 distinct texts (batches of 64): the baseline items/s;
+2. fixed rate: a producer sends ``--rate`` records/s for ``--duration`` s while the job streams;
+   latency per record = its row's ``ingested_at`` minus the producer's send time; p50/p99, and
+   the job's process RSS at the start and the end;
+3. sustained rate: ``--backlog`` records are produced first, then the job catches up; its rate
+   (records / time from first to last row written) as a fraction of the scoring-only rate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from kafka import KafkaProducer
+
+from connectors.kafka.embedded import EmbeddedBroker, create_topics
+from connectors.kafka.offsets import committed_offsets
+from models.engine import SentimentEngine
+from pipeline import stream
+
+TICKERS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOGL", "META", "JPM", "XOM", "BA")
+PHRASES = ("beats estimates and raises full-year guidance", "shares slump after profit warning",
+           "to report quarterly results on Thursday", "wins multiyear contract worth $2 billion",
+           "faces regulatory probe into accounting", "announces layoffs amid slowdown")
+T0_MS = 1714550400000
+
+
+def text(i: int) -> str:
+    return f"${TICKERS[i % len(TICKERS)]} {PHRASES[(i // len(TICKERS)) % len(PHRASES)]}, update {i}"
+
+
+def record(i: int) -> bytes:
+    return json.dumps({"id": f"b{i}", "text": text(i), "published_at": T0_MS + i * 1000,
+                       "source": "news" if i % 2 else "comment"}).encode()
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scoring_only(n: int = 2000, batch: int = 64) -> float:
+    engine = SentimentEngine.load(None, "auto")
+    texts = [text(i) for i in range(10**6, 10**6 + n)]
+    engine.predict(texts[:batch])  # warm-up
+    started = time.perf_counter()
+    for i in range(0, n, batch):
+        engine.predict(texts[i:i + batch])
+    return n / (time.perf_counter() - started)
+
+
+def stream_args(bootstrap: str, db: str, group: str, until_idle: str) -> list[str]:
+    return ["--bootstrap-servers", bootstrap, "--topics", "bench", "--group-id", group, "--db", db,
+            "--until-idle", until_idle, "--metrics-interval", "10s"]
+
+
+def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[str, float]:
+    """Warm-up record first (start-up is not latency), then ``rate`` records/s for ``duration`` s."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer.send("bench", record(0)).get(timeout=30)
+    sent_at: dict[str, float] = {}
+    rss: dict[str, float] = {}
+
+    def produce() -> None:
+        while (committed_offsets(bootstrap, "bench-rate", [("bench", 0)])[("bench", 0)] or 0) < 1:
+            time.sleep(0.2)
+        rss["start"] = rss_mib()
+        n = int(rate * duration)
+        started = time.perf_counter()
+        for i in range(1, n + 1):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent_at[f"b{i}"] = time.time()
+            producer.send("bench", record(i))
+        producer.flush()
+        rss["end"] = rss_mib()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "4s"))
+    thread.join()
+    producer.close()
+    con = duckdb.connect(db, read_only=True)
+    try:
+        rows = dict(con.execute("SELECT id, epoch(ingested_at) FROM items").fetchall())
+    finally:
+        con.close()
+    latencies = np.array([rows[i] - t for i, t in sent_at.items() if i in rows])
+    job_p50, job_p99 = metrics.latency_percentiles(0.5, 0.99)
+    return {"sent": len(sent_at), "stored": len(latencies), "p50_s": float(np.percentile(latencies, 50)),
+            "p99_s": float(np.percentile(latencies, 99)), "max_s": float(latencies.max()),
+            "job_p50_s": job_p50, "job_p99_s": job_p99, "rss_start_mib": rss["start"], "rss_end_mib": rss["end"]}
+
+
+def sustained(bootstrap: str, db: str, backlog: int) -> float:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for i in range(10**7, 10**7 + backlog):
+        producer.send("bench-backlog", record(i))
+    producer.flush()
+    producer.close()
+    args = stream_args(bootstrap, db, "bench-backlog", "3s")
+    args[args.index("bench")] = "bench-backlog"
+    stream.run_stream(args)
+    con = duckdb.connect(db, read_only=True)
+    try:
+        n, first, last = con.execute("SELECT count(*), epoch(min(ingested_at)), epoch(max(ingested_at)) FROM items "
+                                     "WHERE kafka_topic = 'bench-backlog'").fetchone()
+    finally:
+        con.close()
+    return n / (last - first)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=float, default=50.0)
+    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--backlog", type=int, default=2000)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stream.quiet_library_logs()
+
+    baseline = scoring_only()
+    print(f"scoring only (engine, batch 64, 2000 distinct texts): {baseline:,.0f} items/s")
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(data_dir=Path(tmp) / "kafka") as broker:
+        create_topics(broker.bootstrap_servers, ["bench", "bench-backlog"])
+        db = str(Path(tmp) / "bench.duckdb")
+        latency = fixed_rate(broker.bootstrap_servers, db, args.rate, args.duration)
+        print(f"fixed rate {args.rate:g} msgs/s for {args.duration:g} s: {latency['stored']}/{latency['sent']} stored; "
+              f"produce -> row in DuckDB p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms, "
+              f"max {latency['max_s'] * 1000:.0f} ms (job's own Kafka-timestamp -> commit: p50 "
+              f"{latency['job_p50_s'] * 1000:.0f} ms, p99 {latency['job_p99_s'] * 1000:.0f} ms)")
+        print(f"RSS at start {latency['rss_start_mib']:.0f} MiB, at end {latency['rss_end_mib']:.0f} MiB")
+        rate = sustained(broker.bootstrap_servers, db, args.backlog)
+        print(f"sustained (catch-up of {args.backlog} records): {rate:,.0f} items/s = "
+              f"{rate / baseline:.2f} of scoring-only")
+
+
+if __name__ == "__main__":
+    main()
