@@ -3,19 +3,18 @@
 Per half-life it keeps the decayed sums D = sum e_i, N = sum e_i s_i and Q = sum e_i^2 with
 e_i = exp(kappa_i - ref), kappa_i = r_i + ln2 (t_i - anchor) / h, so an update costs O(1) and
 S = N / D, ess = D^2 / Q at any as-of time (docs/aggregation.md proves it equals the batch
-softmax). A deque of in-horizon items lets expired items be subtracted, and a small set of
-top-k candidates keeps the explanation without sorting the horizon.
+softmax). The in-horizon items, kept in time order, let expired items be subtracted, and a
+small set of top-k candidates keeps the explanation without sorting the horizon.
 """
 from __future__ import annotations
 
 import bisect
 import math
-from collections import deque
 
 from models.aggregation_config import (LN2, AggregationConfig, SentimentPoint, grid_ceil,
                                        in_horizon)
 
-# Recompute the sums from the deque when the mass subtracted since the last recompute exceeds
+# Recompute the sums from the kept items when the mass subtracted since the last recompute exceeds
 # the remaining mass by this factor: the relative error stays below ~1e-12.
 _CANCELLATION_LIMIT = 1e4
 # The reference logit moves up only when a new logit exceeds it by this much: terms stay below
@@ -142,11 +141,35 @@ class TickerState:
         self.cfg = cfg
         self.anchor: float | None = None  # first item's ts: keeps kappa small and exact
         self.last_emitted: float | None = None
-        self.items: deque[tuple[float, str, float, tuple[float, ...]]] = deque()  # ts order
+        # the horizon as parallel lists in time order; entries before `head` have expired
+        self.head = 0
+        self.item_ts: list[float] = []
+        self.item_id_list: list[str] = []
+        self.item_scores: list[float] = []
+        self.item_kappas: list[list[float]] = [[] for _ in cfg.half_lives_s]
         self.item_ids: set[str] = set()
         self.score_sum = 0.0
         self.sums = [_HalfLifeSums() for _ in cfg.half_lives_s]
         self.rates = [LN2 / h for h in cfg.half_lives_s]  # kappa = r + rate * (t - anchor)
+
+    def __getstate__(self) -> dict:
+        """Flat lists of floats and strings, expired prefix dropped: Beam pickles this often."""
+        state = dict(self.__dict__)
+        head = state.pop("head")
+        del state["item_ids"]
+        for key in ("item_ts", "item_id_list", "item_scores"):
+            state[key] = state[key][head:]
+        state["item_kappas"] = [kappas[head:] for kappas in self.item_kappas]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.head = 0
+        self.item_ids = set(self.item_id_list)
+
+    def __len__(self) -> int:
+        """Items inside the horizon of the last emitted point."""
+        return len(self.item_ts) - self.head
 
     def add(self, item_id: str, ts_s: float, score: float,
             relevance: float) -> list[SentimentPoint]:
@@ -168,9 +191,9 @@ class TickerState:
         if self.last_emitted is not None and bucket > self.last_emitted:
             step = round(self.last_emitted / cfg.cadence_s) + 1
             t = step * cfg.cadence_s
-            while t < bucket and self.items:
+            while t < bucket and len(self):
                 self._expire(t)
-                if not self.items:
+                if not len(self):
                     break
                 self._emit(t, points)
                 step += 1
@@ -180,21 +203,29 @@ class TickerState:
         if bucket - cfg.horizon_s < ts_s:  # in the horizon (ts_s <= bucket by construction)
             self._insert(item_id, ts_s, score, relevance)
         self.last_emitted = bucket
-        if self.items:
+        if len(self):
             self._emit(bucket, points)
         return points
 
     def _insert(self, item_id: str, ts_s: float, score: float, relevance: float) -> None:
         offset = ts_s - self.anchor
-        kappas = tuple([relevance + rate * offset for rate in self.rates])
-        entry = (ts_s, item_id, score, kappas)
-        if not self.items or self.items[-1][0] <= ts_s:
-            self.items.append(entry)
+        kappas = [relevance + rate * offset for rate in self.rates]
+        times = self.item_ts
+        if len(times) == self.head or times[-1] <= ts_s:
+            times.append(ts_s)
+            self.item_id_list.append(item_id)
+            self.item_scores.append(score)
+            for column, kappa in zip(self.item_kappas, kappas):
+                column.append(kappa)
         else:  # out of order: insert at its time position (late items are rare and near the end)
-            position = len(self.items)
-            while position and self.items[position - 1][0] > ts_s:
+            position = len(times)
+            while position > self.head and times[position - 1] > ts_s:
                 position -= 1
-            self.items.insert(position, entry)
+            times.insert(position, ts_s)
+            self.item_id_list.insert(position, item_id)
+            self.item_scores.insert(position, score)
+            for column, kappa in zip(self.item_kappas, kappas):
+                column.insert(position, kappa)
         self.item_ids.add(item_id)
         self.score_sum += score
         k = self.cfg.top_k
@@ -205,29 +236,39 @@ class TickerState:
 
     def _expire(self, as_of_s: float) -> None:
         cutoff = as_of_s - self.cfg.horizon_s
-        expired = False
-        while self.items and not (cutoff < self.items[0][0]):
-            _, item_id, score, kappas = self.items.popleft()
+        times, head = self.item_ts, self.head
+        if head == len(times) or cutoff < times[head]:
+            return
+        while head < len(times) and not (cutoff < times[head]):
+            item_id, score = self.item_id_list[head], self.item_scores[head]
             self.item_ids.discard(item_id)
             self.score_sum -= score
-            for sums, kappa in zip(self.sums, kappas):
-                sums.subtract(kappa, score)
+            for sums, column in zip(self.sums, self.item_kappas):
+                sums.subtract(column[head], score)
                 sums.drop_candidate(item_id)
-            expired = True
-        if not expired:
+            head += 1
+        if head == len(times):
+            self._clear()
             return
-        if not self.items:
-            self.score_sum = 0.0
-            for sums in self.sums:
-                sums.den = sums.num = sums.sq = sums.removed = sums.removed_sq = 0.0
-            return
-        for index, sums in enumerate(self.sums):
+        if head > 1024 and 2 * head > len(times):  # compact: drop the expired prefix
+            for column in (times, self.item_id_list, self.item_scores, *self.item_kappas):
+                del column[:head]
+            head = 0
+        self.head = head
+        for sums, column in zip(self.sums, self.item_kappas):
             if sums.cancelled():
-                sums.recompute([entry[3][index] for entry in self.items],
-                               [entry[2] for entry in self.items])
+                sums.recompute(column[head:], self.item_scores[head:])
+
+    def _clear(self) -> None:
+        self.head = 0
+        for column in (self.item_ts, self.item_id_list, self.item_scores, *self.item_kappas):
+            column.clear()
+        self.score_sum = 0.0
+        for sums in self.sums:
+            sums.den = sums.num = sums.sq = sums.removed = sums.removed_sq = 0.0
 
     def _emit(self, as_of_s: float, points: list[SentimentPoint]) -> None:
-        n = len(self.items)
+        n = len(self)
         mean_score = self.score_sum / n
         k = self.cfg.top_k
         for h, sums in zip(self.cfg.half_lives_s, self.sums):

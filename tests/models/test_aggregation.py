@@ -236,3 +236,18 @@ def test_expiry_of_a_dominant_item_does_not_lose_precision():
 def test_streaming_rejects_non_finite_values():
     with pytest.raises(ValueError):
         TickerState("A", CFG).add("a", T0, float("inf"), 0.0)
+
+
+def test_long_stream_with_compaction_and_pickling_equals_the_batch():
+    # thousands of items expire, so the state drops its expired prefix more than once
+    cfg = AggregationConfig(half_lives_s=(120.0,), horizon_s=600.0, cadence_s=60.0, top_k=2)
+    items = random_items(5000, seed=9, mean_gap_s=10.0)
+    state, final = TickerState("A", cfg), {}
+    for index, item in enumerate(items):
+        if index % 1500 == 0:
+            state = pickle.loads(pickle.dumps(state))
+        for point in state.add(*item):
+            final[(point.ts_s, point.half_life_s)] = point
+    assert len(state) < 200
+    assert_points_close([final[key] for key in sorted(final)], aggregate_series("A", items, cfg),
+                        tol=1e-9)
