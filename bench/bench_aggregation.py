@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pickle
 import random
 import sys
 import tempfile
@@ -119,6 +120,8 @@ def bench_stream(n_items: int) -> None:
                 python_formula(items[: j + 1], as_of, h, cfg.horizon_s)
 
     _, base_wall, _ = clocked(naive)
+    blob, dump_wall, _ = clocked(lambda: pickle.dumps(state))
+    _, load_wall, _ = clocked(lambda: pickle.loads(blob))
     print(f"incremental TickerState.add: {n_items:,} items, {emitted:,} points emitted "
           f"(2 half-lives, top-5) in {wall:.2f} s wall / {cpu:.2f} s CPU = "
           f"{n_items / wall / 1e3:.0f}k items/s wall, {n_items / cpu / 1e3:.0f}k items/s CPU "
@@ -126,6 +129,9 @@ def bench_stream(n_items: int) -> None:
     print(f"baseline, recompute per item: {n_base / base_wall / 1e3:.2f}k items/s over the "
           f"first {n_base:,} items; incremental is {(n_items / wall) / (n_base / base_wall):.0f}x "
           f"faster")
+    print(f"Beam state: a TickerState holding {len(state):,} in-horizon items pickles in "
+          f"{dump_wall * 1e3:.1f} ms, unpickles in {load_wall * 1e3:.1f} ms "
+          f"({len(blob) / 1e6:.2f} MB)")
 
 
 def bench_sql(n_items: int, n_tickers: int, n_points: int) -> None:
