@@ -113,12 +113,30 @@ def train(argv: list[str]) -> int:
     parser.add_argument("--trainable-layers", type=_positive_int, default=defaults.trainable_layers)
     parser.add_argument("--no-class-weighting", action="store_true")
     parser.add_argument("--pooling", choices=("mean", "cls"), default=defaults.pooling)
+    parser.add_argument("--warmup-ratio", type=_fraction, default=defaults.warmup_ratio)
+    parser.add_argument("--embedding-min-count", type=_non_negative_int, default=defaults.embedding_min_count,
+                        help="0: word embeddings frozen; N: embedding rows of tokens seen >= N times "
+                             "in --train learn (shipped as sparse int8 differences)")
+    parser.add_argument("--layer-lr-decay", type=_fraction, default=defaults.layer_lr_decay,
+                        help="lr multiplier per layer below the head, e.g. 0.9")
+    parser.add_argument("--label-smoothing", type=_fraction, default=defaults.label_smoothing)
+    parser.add_argument("--average-last", type=_positive_int, default=defaults.average_last,
+                        help="also evaluate the mean weights of the last N epochs; kept if best")
+    parser.add_argument("--extra-train", help="another CSV added to the training rows, labels by name "
+                                              "(e.g. the Surge tweets: Positive/Negative)")
+    parser.add_argument("--extra-text-column", default="text")
+    parser.add_argument("--extra-label-column", default="label")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
     parser.add_argument("--threads", type=_positive_int, default=_env_int("threads"),
                         help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     train_data, valid_data = _read_csv(args.train, args), _read_csv(args.valid, args)
+    if args.extra_train:
+        extra = _read_csv(args.extra_train, argparse.Namespace(
+            label_map=None, text_column=args.extra_text_column, label_column=args.extra_label_column))
+        log.info("adding %d rows %s from %s", len(extra), extra.counts(), args.extra_train)
+        train_data = train_data.plus(extra)
 
     import torch
 
@@ -134,14 +152,18 @@ def train(argv: list[str]) -> int:
         raise UsageError(str(exc)) from exc
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       max_length=args.max_length, trainable_layers=args.trainable_layers,
-                      class_weighting=not args.no_class_weighting, pooling=args.pooling, seed=args.seed, device=device.type)
+                      class_weighting=not args.no_class_weighting, pooling=args.pooling,
+                      warmup_ratio=args.warmup_ratio, embedding_min_count=args.embedding_min_count,
+                      layer_lr_decay=args.layer_lr_decay, label_smoothing=args.label_smoothing,
+                      average_last=args.average_last, seed=args.seed, device=device.type)
     if not 1 <= cfg.trainable_layers <= 6:
         raise UsageError("--trainable-layers must be between 1 and the backbone's 6 layers")
     log.info("training on %d rows %s, validating on %d rows", len(train_data), train_data.counts(), len(valid_data))
     result = run_training(train_data, valid_data, Path(args.out), cfg,
                           bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
                           bundle_name=args.bundle_name, progress=True)
-    print(f"best epoch {result.best_epoch}: valid macro-F1 {result.best_macro_f1:.4f} -> {args.out}")
+    best = f"epoch {result.best_epoch}" if result.best_epoch else f"mean of the last {args.average_last} epochs"
+    print(f"best {best}: valid macro-F1 {result.best_macro_f1:.4f} -> {args.out}")
     return 0
 
 
@@ -222,6 +244,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
     return value
 
 

@@ -60,6 +60,9 @@ class LabelledData:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def plus(self, other: LabelledData) -> LabelledData:
+        return LabelledData(self.texts + other.texts, self.labels + other.labels)
+
     def counts(self) -> dict[str, int]:
         return {name: self.labels.count(i) for i, name in enumerate(LABELS)}
 

@@ -1,7 +1,8 @@
 """Fine-tuning the classifier: seeded, evaluated every epoch, keeping the best by macro-F1.
 
-Embeddings stay frozen and only the top ``trainable_layers`` encoder layers plus the head learn,
-so what changed (the shipped delta) is small and the vocabulary keeps its pre-trained meaning.
+The top ``trainable_layers`` encoder layers plus the head learn; word-embedding rows learn only
+when asked (``embedding_min_count``), and then only the rows of tokens frequent in the training
+data, so what changed (the shipped delta) stays small and rare tokens keep their meaning.
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ class TrainConfig:
     trainable_layers: int = 6  # top encoder layers that learn; embeddings never do
     class_weighting: bool = True  # inverse sqrt frequency: helps macro-F1 with 65% neutral data
     pooling: str = "cls"  # "cls" (standard HF head, shipped) or "mean" (how the backbone was pre-trained)
+    embedding_min_count: int = 0  # 0: word embeddings frozen; N: rows of tokens seen >= N times learn
+    layer_lr_decay: float = 1.0  # lr multiplier per layer below the head (lower layers move less)
+    label_smoothing: float = 0.0  # also tempers confidence, which the aggregation uses as relevance
+    average_last: int = 1  # >1: also try the mean weights of the last N epochs as a candidate
     seed: int = 13
     device: str = "cpu"
 
@@ -57,9 +62,10 @@ class EpochResult:
 
 @dataclass
 class TrainResult:
-    best_epoch: int
+    best_epoch: int  # 0 when the weight average of the last epochs won
     best_macro_f1: float
     history: list[EpochResult] = field(default_factory=list)
+    averaged: EpochResult | None = None  # the weight average of the last ``average_last`` epochs
 
 
 def evaluate(engine: SentimentEngine, data: LabelledData) -> tuple[float, float, list[list[int]]]:
@@ -77,14 +83,28 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
     _seed(cfg.seed)
     device = torch.device(cfg.device)
     model, tokenizer = new_backbone_classifier(cfg.pooling)
-    trained_keys = _freeze(model, cfg.trainable_layers)
+    trained_keys = _freeze(model, cfg.trainable_layers, cfg.embedding_min_count > 0)
     model.to(device)
     encoded = _encode(tokenizer, train_data.texts, cfg.max_length)
+    if cfg.embedding_min_count > 0:
+        _learn_frequent_rows_only(model, encoded, cfg.embedding_min_count)
     batches_per_epoch = -(-len(encoded) // cfg.batch_size)
     optimizer, scheduler = _optimizer(model, cfg, batches_per_epoch * cfg.epochs)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights(train_data) if cfg.class_weighting else None).to(device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights(train_data) if cfg.class_weighting else None,
+                                        label_smoothing=cfg.label_smoothing).to(device)
     generator = random.Random(cfg.seed)
     result = TrainResult(best_epoch=0, best_macro_f1=-1.0)
+    averager = _WeightAverager(model, trained_keys)
+
+    def keep_if_best(epoch: int, f1: float) -> None:
+        if f1 > result.best_macro_f1:
+            result.best_epoch, result.best_macro_f1 = epoch, f1
+            save_checkpoint(model, tokenizer, out_dir, cfg.max_length)
+            if bundle_dir is not None:
+                export_bundle(model, bundle_dir, bundle_name, cfg.max_length, trained_keys,
+                              extra={"valid_macro_f1": round(f1, 4), "best_epoch": epoch or "average",
+                                     "training": asdict(cfg)})
+
     for epoch in range(1, cfg.epochs + 1):
         started = time.monotonic()
         model.train()
@@ -107,18 +127,23 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
         result.history.append(epoch_result)
         log.info("epoch %d: loss %.4f  valid macro-F1 %.4f  accuracy %.4f  (%.0f s)", epoch,
                  epoch_result.train_loss, f1, accuracy, epoch_result.seconds)
-        if f1 > result.best_macro_f1:
-            result.best_epoch, result.best_macro_f1 = epoch, f1
-            save_checkpoint(model, tokenizer, out_dir, cfg.max_length)
-            if bundle_dir is not None:
-                export_bundle(model, bundle_dir, bundle_name, cfg.max_length, trained_keys,
-                              extra={"valid_macro_f1": round(f1, 4), "training": asdict(cfg)})
+        keep_if_best(epoch, f1)
+        if cfg.average_last > 1 and epoch > cfg.epochs - cfg.average_last:
+            averager.add()
         model.train()
+    if averager.count > 1:
+        started = time.monotonic()
+        averager.load_mean()
+        f1, accuracy, confusion = evaluate(_engine(model, tokenizer, cfg, device), valid_data)
+        result.averaged = EpochResult(0, 0.0, f1, accuracy, confusion, time.monotonic() - started)
+        log.info("mean of the last %d epochs: valid macro-F1 %.4f  accuracy %.4f", averager.count, f1, accuracy)
+        keep_if_best(0, f1)
     if bundle_dir is not None:
         record_int8_check(bundle_dir, valid_data)
     (out_dir / "training_metrics.json").write_text(json.dumps(
         {"config": asdict(cfg), "best_epoch": result.best_epoch, "best_macro_f1": result.best_macro_f1,
-         "history": [asdict(h) for h in result.history]}, indent=2) + "\n")
+         "history": [asdict(h) for h in result.history],
+         "averaged": asdict(result.averaged) if result.averaged else None}, indent=2) + "\n")
     return result
 
 
@@ -142,8 +167,9 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _freeze(model: BertPreTrainedModel, trainable_layers: int) -> list[str]:
-    """Freeze embeddings and the lower layers; return the names of what will be trained."""
+def _freeze(model: BertPreTrainedModel, trainable_layers: int, word_embeddings: bool = False) -> list[str]:
+    """Freeze embeddings (but the word rows when asked) and the lower layers; return the names
+    of what will be trained."""
     n_layers = model.config.num_hidden_layers
     if not 1 <= trainable_layers <= n_layers:
         raise ValueError(f"trainable_layers must be in 1..{n_layers}")
@@ -151,17 +177,43 @@ def _freeze(model: BertPreTrainedModel, trainable_layers: int) -> list[str]:
     for name, param in model.named_parameters():
         frozen = name.startswith("bert.embeddings.") or any(
             name.startswith(f"bert.encoder.layer.{i}.") for i in range(first_trained))
-        param.requires_grad = not frozen
+        param.requires_grad = not frozen or (word_embeddings and name == WORD_EMBEDDINGS)
     return [name for name, param in model.named_parameters() if param.requires_grad]
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    decay, no_decay = [], []
+WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+
+
+def _learn_frequent_rows_only(model: BertPreTrainedModel, encoded: list[list[int]], min_count: int) -> int:
+    """Zero the gradient of every word-embedding row whose token occurs fewer than ``min_count``
+    times in the training data: those rows stay exactly as shipped with the backbone (so the
+    delta stores none of them), and rows that few examples would push around cannot overfit."""
+    weight = dict(model.named_parameters())[WORD_EMBEDDINGS]
+    counts = torch.bincount(torch.tensor([t for ids in encoded for t in ids]), minlength=weight.shape[0])
+    mask = (counts >= min_count).to(weight.dtype).unsqueeze(1)
+    weight.register_hook(lambda grad: grad * mask.to(grad.device))
+    return int(mask.sum())
+
+
+def _depth_below_head(name: str, n_layers: int) -> int:
+    """0 for the head and pooler, 1 for the top encoder layer ... n_layers + 1 for embeddings."""
+    if name.startswith("bert.encoder.layer."):
+        return n_layers - int(name.split(".")[3])
+    return n_layers + 1 if name.startswith("bert.embeddings.") else 0
+
+
+def _optimizer(model: BertPreTrainedModel, cfg: TrainConfig, total_steps: int):
+    """AdamW with layer-wise lr decay; no weight decay on biases, LayerNorm and embeddings (decay
+    would move every embedding row, and the delta only stores rows that training moved)."""
+    groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim == 1 else decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+            decays = param.ndim > 1 and not name.startswith("bert.embeddings.")
+            groups.setdefault((_depth_below_head(name, model.config.num_hidden_layers), decays), []).append(param)
+    optimizer = torch.optim.AdamW([
+        {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0,
+         "lr": cfg.learning_rate * cfg.layer_lr_decay ** depth}
+        for (depth, decays), params in sorted(groups.items())], lr=cfg.learning_rate)
     warmup = max(1, int(total_steps * cfg.warmup_ratio))
 
     def schedule(step: int) -> float:  # linear warm-up, then linear decay to zero
@@ -170,6 +222,27 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+class _WeightAverager:
+    """Running sum of the trained weights at chosen epoch ends; ``load_mean`` puts their mean into
+    the model (checkpoint averaging: a flatter, usually better-generalising point)."""
+
+    def __init__(self, model: torch.nn.Module, keys: list[str]) -> None:
+        self.params = {k: p for k, p in model.named_parameters() if k in set(keys)}
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self) -> None:
+        for k, p in self.params.items():
+            self.sums[k] = self.sums[k] + p.detach() if k in self.sums else p.detach().clone()
+        self.count += 1
+
+    @torch.no_grad()
+    def load_mean(self) -> None:
+        for k, p in self.params.items():
+            p.copy_(self.sums[k] / self.count)
 
 
 def _class_weights(data: LabelledData) -> torch.Tensor:

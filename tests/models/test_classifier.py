@@ -10,10 +10,13 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from models.classifier import (
     BUNDLED_DIR,
+    SPARSE_ROWS,
     ModelLoadError,
+    apply_delta,
     backbone_path,
     label_projection,
     load_classifier,
+    sparse_row_delta,
 )
 from models.engine import SentimentEngine
 
@@ -92,9 +95,31 @@ def test_bundle_is_small_and_holds_only_trained_weights():
 
     with safe_open(str(delta), "pt") as handle:
         keys = list(handle.keys())
-        assert all(handle.get_tensor(k).dtype == torch.float16 for k in keys)
+        dense = [k for k in keys if "#" not in k]
+        assert all(handle.get_tensor(k).dtype == torch.float16 for k in dense)
+        sparse_rows = [k for k in keys if k.endswith(SPARSE_ROWS)]
+        # embeddings only as changed rows, never the whole 30k-row matrix
+        assert all(len(handle.get_tensor(k)) < 30522 for k in sparse_rows)
     assert "classifier.weight" in keys
-    assert not any(k.startswith("bert.embeddings.") for k in keys)
+    assert not any(k.startswith("bert.embeddings.") for k in dense)
+
+
+def test_sparse_row_delta_stores_only_changed_rows_and_restores_them():
+    torch.manual_seed(0)
+    key = "bert.embeddings.word_embeddings.weight"
+    base = torch.randn(50, 8)
+    tuned = base.clone()
+    tuned[[3, 17, 41]] += torch.randn(3, 8) * 0.01
+    delta = sparse_row_delta(key, tuned, base)
+    assert delta[key + SPARSE_ROWS].tolist() == [3, 17, 41]
+    assert delta[key + "#int8_diff"].dtype == torch.int8
+    restored = apply_delta({key: base}, {**delta, "classifier.bias": torch.ones(3, dtype=torch.float16)})
+    assert restored["classifier.bias"].dtype == torch.float32
+    assert torch.equal(restored[key][[0, 4, 49]], base[[0, 4, 49]])  # untouched rows exact
+    half_step = delta[key + "#row_scale"][:, None] / 2  # int8 rounding: at most half a step per row
+    assert ((restored[key][[3, 17, 41]] - tuned[[3, 17, 41]]).abs() <= half_step + 1e-6).all()
+    with pytest.raises(ModelLoadError, match="does not have"):
+        apply_delta({}, delta)
 
 
 def test_bundled_model_loads_with_versioned_name():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from models.data import (
     confusion_matrix,
     load_labelled_csv,
     macro_f1,
+    normalize_text,
     parse_label_map,
 )
 from models.engine import SentimentEngine
@@ -60,6 +62,61 @@ def test_one_epoch_on_200_rows_writes_loadable_checkpoint_and_bundle(tmp_path, s
         assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)  # fp16 delta vs fp32 checkpoint
 
 
+def test_tuned_embedding_rows_smoothing_layer_decay_and_averaging(tmp_path, small_data):
+    """Frequent tokens' embedding rows learn and ship as sparse rows; the average of the last
+    epochs is evaluated and recorded; the bundle still rebuilds the checkpoint's predictions."""
+    train_rows, valid_rows = _rows(small_data[0], 96), _rows(small_data[1], 32)
+    cfg = TrainConfig(epochs=2, batch_size=16, trainable_layers=1, max_length=32, seed=3, learning_rate=3e-4,
+                      embedding_min_count=3, layer_lr_decay=0.8, label_smoothing=0.1, average_last=2)
+    result = train(train_rows, valid_rows, tmp_path / "ckpt", cfg, bundle_dir=tmp_path / "bundle",
+                   bundle_name="unit", progress=False)
+    assert result.averaged is not None and len(result.history) == 2
+    metrics = json.loads((tmp_path / "ckpt" / "training_metrics.json").read_text())
+    assert metrics["averaged"]["valid_macro_f1"] == result.averaged.valid_macro_f1
+
+    key = "bert.embeddings.word_embeddings.weight"
+    delta = load_file(str(tmp_path / "bundle" / "delta.safetensors"))
+    tokenizer = load_classifier(tmp_path / "ckpt").tokenizer
+    counts = Counter(t for ids in tokenizer([normalize_text(t) for t in train_rows.texts],
+                                            truncation=True, max_length=32)["input_ids"] for t in ids)
+    changed = set(delta[key + "#rows"].tolist())
+    assert changed and changed <= {t for t, n in counts.items() if n >= 3}
+    assert not any(k.startswith("bert.embeddings.") and "#" not in k for k in delta)
+
+    checkpoint = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), quantized=False)
+    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), _cpu(), quantized=False)
+    texts = valid_rows.texts[:10]
+    for full, rebuilt in zip(checkpoint.predict(texts), bundle.predict(texts)):
+        assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)
+
+
+def test_layer_lr_decay_gives_lower_layers_smaller_steps():
+    from models.classifier import new_backbone_classifier
+    from models.training import _freeze, _optimizer
+
+    model, _ = new_backbone_classifier("cls")
+    _freeze(model, 6, word_embeddings=True)
+    optimizer, _ = _optimizer(model, TrainConfig(learning_rate=1e-4, layer_lr_decay=0.5), total_steps=10)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["classifier.weight"])] == (1e-4, 0.01)
+    assert lr_of[id(params["bert.encoder.layer.5.attention.self.query.weight"])][0] == pytest.approx(5e-5)
+    assert lr_of[id(params["bert.encoder.layer.0.attention.self.query.weight"])][0] == pytest.approx(1e-4 / 64)
+    # no weight decay on embeddings: it would move rows no training text touched
+    assert lr_of[id(params["bert.embeddings.word_embeddings.weight"])] == (pytest.approx(1e-4 / 128), 0.0)
+
+
+@pytest.mark.parametrize("flag, value", [("--label-smoothing", "1.5"), ("--layer-lr-decay", "x"),
+                                         ("--embedding-min-count", "-1"), ("--average-last", "0")])
+def test_bad_training_option_exits_2_with_one_line(flag, value, capsys):
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--train", str(TRAIN_CSV), "--valid", str(TRAIN_CSV), "--out", "/tmp/unused", flag, value])
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_training_is_reproducible_with_a_seed(tmp_path, small_data):
     train_rows, valid_rows = _rows(small_data[0], 64), _rows(small_data[1], 16)
     cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=24, seed=5)
@@ -78,6 +135,8 @@ def test_csv_with_names_or_mapped_integers(tmp_path):
     assert data.texts[2] == "multi\nline"
     assert data.labels == [2, 1, 0]
     assert data.counts() == dict.fromkeys(LABELS, 1)
+    both = data.plus(LabelledData(["down"], [0]))
+    assert both.texts[-1] == "down" and both.counts()["negative"] == 2
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows([["text", "label"], ["a", "0"], ["b", "2"]])
     assert load_labelled_csv(path, TWITTER_LABELS).labels == [0, 1]
