@@ -92,7 +92,7 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[st
 
     thread = threading.Thread(target=produce)
     thread.start()
-    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "4s"))
+    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s"))
     thread.join()
     producer.close()
     con = duckdb.connect(db, read_only=True)
@@ -101,6 +101,8 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[st
     finally:
         con.close()
     latencies = np.array([rows[i] - t for i, t in sent_at.items() if i in rows])
+    if not latencies.size:
+        raise SystemExit(f"none of the {len(sent_at)} records sent at the fixed rate was stored")
     job_p50, job_p99 = metrics.latency_percentiles(0.5, 0.99)
     return {"sent": len(sent_at), "stored": len(latencies), "p50_s": float(np.percentile(latencies, 50)),
             "p99_s": float(np.percentile(latencies, 99)), "max_s": float(latencies.max()),

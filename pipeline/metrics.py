@@ -76,11 +76,14 @@ class StreamMetrics:
 
 
 class PeriodicLogger:
-    """Logs ``metrics.line()`` every ``interval_s`` from a daemon thread until stopped."""
+    """Logs ``metrics.line()`` every ``interval_s`` from a daemon thread until stopped; also runs
+    ``every_second`` (if given) about once a second, for housekeeping such as offset commits."""
 
-    def __init__(self, metrics: StreamMetrics, interval_s: float = 5.0) -> None:
+    def __init__(self, metrics: StreamMetrics, interval_s: float = 5.0,
+                 every_second: Callable[[], None] | None = None) -> None:
         self.metrics = metrics
         self.interval_s = interval_s
+        self.every_second = every_second
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tickerpulse-metrics", daemon=True)
 
@@ -89,8 +92,16 @@ class PeriodicLogger:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            log.info(self.metrics.line())
+        next_line = time.monotonic() + self.interval_s
+        while not self._stop.wait(min(1.0, self.interval_s)):
+            if self.every_second is not None:
+                try:
+                    self.every_second()
+                except Exception:  # housekeeping must not kill the reporter; the job goes on
+                    log.exception("periodic task failed")
+            if time.monotonic() >= next_line:
+                next_line += self.interval_s
+                log.info(self.metrics.line())
 
     def stop(self) -> None:
         self._stop.set()

@@ -180,7 +180,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     stream = StreamRun(sink, ledger, committer, metrics, seeds)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
-    progress = PeriodicLogger(metrics, args.metrics_interval).start()
+    progress = PeriodicLogger(metrics, args.metrics_interval, every_second=stream.commit_due).start()
     try:
         with stop_on_signals(control):
             pipeline = make_pipeline(beam_args)

@@ -110,6 +110,12 @@ class StreamRun:
             if self.committer is not None:
                 self.committer.maybe_commit()
 
+    def commit_due(self) -> None:
+        """Commit what became durable since the last commit (a quiet topic gets no more writes)."""
+        if self.committer is not None:
+            with self._lock:
+                self.committer.maybe_commit()
+
     def dropped(self, items: list[Item]) -> None:
         """Duplicates need no row: acknowledging them lets the committed offset move past them."""
         with self._lock:
@@ -118,6 +124,8 @@ class StreamRun:
                 if item.kafka_topic is not None:
                     self._acked(item.kafka_topic, item.kafka_partition, item.kafka_offset, now_ms)
             self.metrics.add(duplicates=len(items))
+            if self.committer is not None:
+                self.committer.maybe_commit()
 
     def _acked(self, topic: str, partition: int, offset: int, now_ms: float) -> None:
         produced_ms = self.ledger.ack((topic, partition), offset)

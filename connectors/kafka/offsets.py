@@ -111,13 +111,14 @@ class OffsetCommitter:
     """
 
     def __init__(self, bootstrap_servers: str, group_id: str, ledger: DeliveryLedger,
-                 interval_s: float = 1.0, **consumer_config: object) -> None:
+                 interval_s: float = 1.0, timeout_ms: int = 5000, **consumer_config: object) -> None:
         self._config = dict(bootstrap_servers=bootstrap_servers, group_id=group_id,
                             enable_auto_commit=False, client_id="tickerpulse-committer",
                             **consumer_config)
         self.group_id = group_id
         self.ledger = ledger
         self.interval_s = interval_s
+        self.timeout_ms = timeout_ms  # a commit never blocks the writer longer than this
         self._consumer: KafkaConsumer | None = None
         self._last_commit = float("-inf")
 
@@ -136,7 +137,7 @@ class OffsetCommitter:
             if self._consumer is None:
                 self._consumer = KafkaConsumer(**self._config)
             self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in offsets.items()})
+                                   for (t, p), o in offsets.items()}, timeout_ms=self.timeout_ms)
         except KafkaError as exc:
             log.warning("offset commit for group %r failed (%s: %s); retrying at the next flush",
                         self.group_id, type(exc).__name__, exc)
