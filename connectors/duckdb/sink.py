@@ -35,6 +35,19 @@ _INSERT = {
 }
 
 
+def _connect_writer(db_path: str, wait_s: float = 10.0) -> duckdb.DuckDBPyConnection:
+    """Open the file for writing; a reader that holds it for one query is waited out, not fatal."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(db_path)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            log.info("waiting for a reader to release %s", db_path)
+            time.sleep(0.2)
+
+
 class DuckDBSink:
     """A plain writer the batch transform and the streaming job share.
 
@@ -45,10 +58,10 @@ class DuckDBSink:
 
     def __init__(self, db_path: str, snapshot_interval_s: float | None = None) -> None:
         self.db_path = db_path
-        self.con = duckdb.connect(db_path)
+        self.con = _connect_writer(db_path)
         create_schema(self.con)
         self.snapshot_interval_s = snapshot_interval_s
-        self._last_snapshot = time.monotonic()
+        self._last_snapshot = float("-inf")  # the first write publishes: readers never wait a whole interval
         self._publish = _snapshot_publisher() if snapshot_interval_s else None
 
     def write(self, items: Sequence[Item] = (), dead_letters: Sequence[DeadLetter] = (),
