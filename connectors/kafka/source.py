@@ -79,6 +79,11 @@ class RunControl:
             self.consumed += count
             self.last_record_at = time.monotonic()
 
+    def note_outage(self) -> None:
+        """An unreachable broker is not an idle topic: restart the idle clock."""
+        with self._lock:
+            self.last_record_at = time.monotonic()
+
     def request_stop(self) -> None:
         self.stop_requested.set()
 
@@ -287,6 +292,7 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
             tracker.try_claim(END)
             return
         if _wait_politely(self._backoff, self.config.poll_timeout_ms / 1000):
+            control.note_outage()
             tracker.defer_remainder()
             return
         count = self._directory.count(partition[0])
@@ -307,6 +313,7 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
                 self._check_health(partition, consumer)
         except KafkaError as exc:
             self._backoff.failed(exc)
+            control.note_outage()
             self._drop_consumer(partition)
             tracker.defer_remainder()
             return
