@@ -29,6 +29,7 @@ from connectors.files.readers import count_records, file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
+from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import load_aliases
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
@@ -36,7 +37,7 @@ from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, E
 
 # Repeatable flags take their env-var twin (comma-separated) only when not given at all, since
 # argparse would otherwise extend the env value instead of replacing it.
-_LIST_ENV_DEFAULTS = {"input": None, "topics": None, "half_life": "1h,6h"}
+_LIST_ENV_DEFAULTS = {"input": None, "topics": None}
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -46,11 +47,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         if getattr(args, name) is None:
             value = env_default(name, fallback)
             setattr(args, name, value.split(",") if value else None)
-    if args.half_life and isinstance(args.half_life[0], str):
-        try:
-            args.half_life = [duration_seconds(h) for h in args.half_life]
-        except argparse.ArgumentTypeError as exc:
-            raise UsageError(f"TICKERPULSE_HALF_LIFE: {exc}") from None
     return args, beam_args
 
 
@@ -71,18 +67,8 @@ def parser() -> argparse.ArgumentParser:
                      help="write Parquet per table instead of DuckDB (many-worker runners)")
     out.add_argument("--import-parquet", default=env_default("import_parquet"), metavar="DIR",
                      help="only load a --parquet-out directory into --db, then exit")
-    agg = p.add_argument_group("aggregation")
-    agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
-                     help="one or more half-lives (default 1h 6h; env TICKERPULSE_HALF_LIFE=1h,6h)")
-    agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
-                     help="event-time step of ticker_sentiment points (default 5m)")
-    agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
-                     help="items older than this do not count (aggregation and novelty; default 3d)")
-    agg.add_argument("--top-k", type=int, default=int(env_default("top_k", "5")), help="items kept per point as the explanation")
-    model = p.add_argument_group("model")
-    model.add_argument("--model", default=env_default("model"), metavar="PATH", help="checkpoint directory (default: bundled)")
-    model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
-    model.add_argument("--batch-size", type=int, default=int(env_default("batch_size", str(DEFAULT_BATCH_SIZE))))
+    add_aggregation_args(p)
+    add_model_args(p, DEFAULT_BATCH_SIZE)
     p.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV", help="alias,ticker rows (company names)")
     p.add_argument("--progress-interval", type=duration_seconds, default=env_default("progress_interval", "5s"))
     return p
@@ -118,11 +104,10 @@ def plan(args: argparse.Namespace) -> Plan:
         raise UsageError("nothing to read: give --input and/or --kafka-bootstrap with --topics")
     if args.topics and not args.kafka_bootstrap:
         raise UsageError("--topics needs --kafka-bootstrap")
-    if args.batch_size < 1 or args.top_k < 0:
-        raise UsageError("--batch-size must be >= 1 and --top-k >= 0")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be >= 1")
+    aggregation = aggregation_config(args)
     try:
-        aggregation = AggregationConfig(half_lives_s=tuple(args.half_life),
-                                        horizon_s=args.horizon, cadence_s=args.cadence, top_k=args.top_k)
         aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
@@ -173,7 +158,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
     parsed = (records
               | "Progress read" >> ReportProgress("read", the_plan.expected, args.progress_interval)
               | "Parse" >> Parse())
-    handler = SentimentModelHandler(args.model, args.device, max_batch_size=args.batch_size)
+    handler = SentimentModelHandler(args.model, args.device, args.quantize, max_batch_size=args.batch_size)
     scored = (parsed.items
               | "Extract tickers" >> ExtractTickers(the_plan.aliases)
               | "Drop duplicate ids" >> DropDuplicateIds()

@@ -27,22 +27,27 @@ def score_item(item: Item, prediction: "Prediction") -> Item:
 class SentimentModelHandler(ModelHandler[Item, Item, "SentimentEngine"]):
     """``model=None`` is the bundled default; ``device`` is auto, cpu or cuda.
 
+    ``quantize`` defaults to False: int8 dynamic quantization scales activations per batch, so a
+    record's score would depend on its batch-mates, and a backfill and a stream over the same
+    records (batched differently) would disagree.
+
     ``min_batch_size`` == ``max_batch_size`` (the default) gives fixed batches, best for backfills;
     a streaming job passes a smaller minimum and ``max_batch_duration_secs`` to bound latency.
     """
 
-    def __init__(self, model: str | None = None, device: str = "auto",
+    def __init__(self, model: str | None = None, device: str = "auto", quantize: bool = False,
                  max_batch_size: int = DEFAULT_BATCH_SIZE, min_batch_size: int | None = None,
                  max_batch_duration_secs: int | None = None) -> None:
         super().__init__(min_batch_size=max_batch_size if min_batch_size is None else min_batch_size,
                          max_batch_size=max_batch_size, max_batch_duration_secs=max_batch_duration_secs)
         self._model = model
         self._device = device
+        self._quantize = quantize
 
     def load_model(self) -> "SentimentEngine":
         from models.engine import SentimentEngine
 
-        return SentimentEngine.load(self._model, self._device)
+        return SentimentEngine.load(self._model, self._device, quantize=self._quantize)
 
     def run_inference(self, batch: Sequence[Item], model: "SentimentEngine",
                       inference_args: dict[str, Any] | None = None) -> Iterable[Item]:

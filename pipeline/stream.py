@@ -30,6 +30,7 @@ from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
+from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
                                         StreamRecencyAttention, StreamRun, WriteStream, rebuild_state,
@@ -61,22 +62,11 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--db", default=env_default("db", "tickerpulse.duckdb"), help="DuckDB file (this job is its writer)")
     out.add_argument("--snapshot-interval", type=duration_seconds, default=env_default("snapshot_interval", "5s"),
                      help="publish a read-only snapshot for query/dashboard this often (default 5s)")
-    agg = p.add_argument_group("aggregation")
-    agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
-                     help="one or more half-lives (default 1h 6h)")
-    agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
-                     help="event-time step of ticker_sentiment points (default 5m)")
-    agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
-                     help="items older than this do not count (aggregation and novelty; default 3d)")
-    agg.add_argument("--top-k", type=int, default=int(env_default("top_k", "5")))
-    agg.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
+    add_aggregation_args(p)
+    p.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
                      help="state: keyed state, works everywhere incl. the local runner (default); "
                           "windows: native event-time windows, for runners whose watermark advances")
-    model = p.add_argument_group("model")
-    model.add_argument("--model", default=env_default("model"), metavar="PATH", help="checkpoint directory (default: bundled)")
-    model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
-    model.add_argument("--batch-size", type=int, default=int(env_default("batch_size", "64")),
-                       help="largest scoring batch (default 64; a poll's records are scored at once)")
+    add_model_args(p, 64)
     p.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV", help="alias,ticker rows (company names)")
     obs = p.add_argument_group("observability")
     obs.add_argument("--metrics-port", type=int, default=_int_or_none(env_default("metrics_port")),
@@ -95,15 +85,11 @@ def check(args: argparse.Namespace) -> AggregationConfig:
         raise UsageError("--bootstrap-servers is required (or TICKERPULSE_BOOTSTRAP_SERVERS)")
     if not args.topics:
         raise UsageError("--topics is required (one or more)")
-    if args.batch_size < 1 or args.max_poll_records < 1 or args.top_k < 0 or args.spare_partitions < 0:
-        raise UsageError("--batch-size and --max-poll-records must be >= 1, --top-k and --spare-partitions >= 0")
+    if args.batch_size < 1 or args.max_poll_records < 1 or args.spare_partitions < 0:
+        raise UsageError("--batch-size and --max-poll-records must be >= 1, --spare-partitions >= 0")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port must be a TCP port, not {args.metrics_port}")
-    try:
-        return AggregationConfig(half_lives_s=tuple(args.half_life or (3600.0, 21600.0)),
-                                 horizon_s=args.horizon, cadence_s=args.cadence, top_k=args.top_k)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    return aggregation_config(args)
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig,
@@ -114,7 +100,8 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     unique = (parsed.items
               | "Extract tickers" >> ExtractTickers(aliases)
               | "Drop repeated ids" >> DropRepeatedIds(run_id))
-    handler = SentimentModelHandler(args.model, args.device, max_batch_size=args.batch_size, min_batch_size=1)
+    handler = SentimentModelHandler(args.model, args.device, args.quantize, max_batch_size=args.batch_size,
+                                    min_batch_size=1)
     scored = (unique.items
               | "Novelty" >> StreamNovelty(run_id, cfg.horizon_s)
               | "Score" >> Score(handler))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from kafka import KafkaProducer
 from connectors.kafka.embedded import create_topics, free_port
 from connectors.kafka.offsets import committed_offsets
 from connectors.kafka.source import KafkaSourceConfig
-from models.classifier import BUNDLE_CONFIG, BUNDLED_DIR
 from pipeline import backfill, stream
 from pipeline.cli import main
 from pipeline.metrics import StreamMetrics, serve_prometheus
@@ -101,28 +99,17 @@ def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker,
     assert [row[4] for row in after] == pytest.approx([row[4] for row in before], abs=1e-9)
 
 
-@pytest.fixture
-def fp32_model(tmp_path) -> str:
-    """The bundled model without its int8 default: int8 dynamic quantization scales activations
-    per batch, so a score depends on its batch neighbours (measured up to 0.02, and a label flip),
-    and a stream and a backfill batch differently. fp32 agrees to ~1e-6 across batchings."""
-    target = tmp_path / "fp32-model"
-    shutil.copytree(BUNDLED_DIR, target)
-    bundle = json.loads((target / BUNDLE_CONFIG).read_text())
-    (target / BUNDLE_CONFIG).write_text(json.dumps(dict(bundle, int8_validated=False)))
-    return str(target)
-
-
-def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path, fp32_model):
+def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path):
+    """Both score with the pipelines' default fp32 model, whose scores do not depend on batching."""
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=1)
     rows = records(60)
     produce(bootstrap, encode(rows) + encode(rows[10:13]) + [b"not json"])
     streamed, backfilled = tmp_path / "stream.duckdb", tmp_path / "backfill.duckdb"
 
-    assert stream.run(stream_args(bootstrap, streamed, "--until-idle", "2s", "--model", fp32_model)) == 0
+    assert stream.run(stream_args(bootstrap, streamed, "--until-idle", "2s")) == 0
     assert backfill.run(["--kafka-bootstrap", bootstrap, "--topics", "news", "--db", str(backfilled),
-                         "--half-life", "1h", "6h", "--cadence", "5m", "--model", fp32_model]) == 0
+                         "--half-life", "1h", "6h", "--cadence", "5m"]) == 0
 
     exact_sql = ("SELECT id, ts, source, text, text_key, novelty_n, label, model, kafka_topic, kafka_partition, "
                  "kafka_offset FROM items ORDER BY id")

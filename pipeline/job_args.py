@@ -1,0 +1,50 @@
+"""Flags shared by the backfill and the streaming job, so both read the same settings the same way."""
+from __future__ import annotations
+
+import argparse
+
+from models.aggregation import AggregationConfig
+from pipeline.cli_args import UsageError, duration_seconds, env_default
+
+
+def add_aggregation_args(p: argparse.ArgumentParser) -> None:
+    agg = p.add_argument_group("aggregation")
+    agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
+                     help="one or more half-lives (default 1h 6h; env TICKERPULSE_HALF_LIFE=1h,6h)")
+    agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
+                     help="event-time step of ticker_sentiment points (default 5m)")
+    agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
+                     help="items older than this do not count (aggregation and novelty; default 3d)")
+    agg.add_argument("--top-k", type=int, default=int(env_default("top_k", "5")),
+                     help="items kept per point as the explanation")
+
+
+def add_model_args(p: argparse.ArgumentParser, default_batch_size: int) -> None:
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default=env_default("model"), metavar="PATH",
+                       help="checkpoint directory (default: bundled)")
+    model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
+    model.add_argument("--batch-size", type=int, default=int(env_default("batch_size", str(default_batch_size))),
+                       help=f"largest scoring batch (default {default_batch_size})")
+    # int8 dynamic quantization scales activations per batch, so a score would depend on which
+    # records share its batch; pipelines default to fp32 so the same records give the same results.
+    model.add_argument("--quantize", action=argparse.BooleanOptionalAction,
+                       default=env_default("quantize", "0") in ("1", "true", "yes"),
+                       help="int8 on CPU: faster, but scores then vary slightly with batching (default off)")
+
+
+def aggregation_config(args: argparse.Namespace) -> AggregationConfig:
+    if args.top_k < 0:
+        raise UsageError("--top-k must be >= 0")
+    half_lives = args.half_life
+    if not half_lives:
+        env = env_default("half_life")
+        try:
+            half_lives = [duration_seconds(h) for h in env.split(",")] if env else None
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"TICKERPULSE_HALF_LIFE: {exc}") from None
+    try:
+        return AggregationConfig(half_lives_s=tuple(half_lives or AggregationConfig().half_lives_s),
+                                 horizon_s=args.horizon, cadence_s=args.cadence, top_k=args.top_k)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
