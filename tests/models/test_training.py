@@ -65,7 +65,7 @@ def test_one_epoch_on_200_rows_writes_loadable_checkpoint_and_bundle(tmp_path, s
 def test_tuned_embedding_rows_smoothing_layer_decay_and_averaging(tmp_path, small_data):
     """Frequent tokens' embedding rows learn and ship as sparse rows; the average of the last
     epochs is evaluated and recorded; the bundle still rebuilds the checkpoint's predictions."""
-    train_rows, valid_rows = _rows(small_data[0], 96), _rows(small_data[1], 32)
+    train_rows, valid_rows = _rows(small_data[0], 64), _rows(small_data[1], 24)
     cfg = TrainConfig(epochs=2, batch_size=16, trainable_layers=1, max_length=32, seed=3, learning_rate=3e-4,
                       embedding_min_count=3, layer_lr_decay=0.8, label_smoothing=0.1, average_last=2)
     result = train(train_rows, valid_rows, tmp_path / "ckpt", cfg, bundle_dir=tmp_path / "bundle",
