@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ import duckdb
 import numpy as np
 from kafka import KafkaProducer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 from connectors.kafka.embedded import EmbeddedBroker, create_topics
 from connectors.kafka.offsets import committed_offsets
 from models.engine import SentimentEngine
