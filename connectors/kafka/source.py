@@ -88,14 +88,16 @@ class RunControl:
         self.stop_requested.set()
 
     def should_end(self) -> bool:
-        """True once stopped or idle for ``until_idle_s``; stays true so every partition ends."""
+        """True once stopped, or idle for ``until_idle_s`` with no lag; stays true so every partition ends."""
         with self._lock:
             if self.last_record_at is None:
                 self.last_record_at = time.monotonic()
             if not self._ended:
                 idle = time.monotonic() - self.last_record_at
+                # Caught up means idle AND no known lag: a slow bundle downstream delays the next
+                # poll past the idle limit without the topic being drained.
                 self._ended = self.stop_requested.is_set() or (
-                    self.until_idle_s is not None and idle >= self.until_idle_s)
+                    self.until_idle_s is not None and idle >= self.until_idle_s and not any(self.lag.values()))
             return self._ended
 
     def total_lag(self) -> int:
