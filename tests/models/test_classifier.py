@@ -2,34 +2,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from models.classifier import (
     BUNDLED_DIR,
     SPARSE_ROWS,
     ModelLoadError,
     apply_delta,
-    backbone_path,
     label_projection,
     load_classifier,
     sparse_row_delta,
 )
 from models.engine import SentimentEngine
-
-
-def tiny_checkpoint(path: Path, id2label: dict[int, str], seed: int = 0) -> Path:
-    """A real, randomly initialised 2-layer BERT classifier with the backbone's tokenizer."""
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=len(id2label), id2label=id2label,
-                        label2id={v: k for k, v in id2label.items()})
-    BertForSequenceClassification(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
-    return path
 
 
 @pytest.mark.parametrize("names, expected", [
@@ -60,7 +46,7 @@ def test_label_projection_refuses_unmappable(names, message):
         label_projection(dict(enumerate(names)))
 
 
-def test_checkpoint_with_other_label_order_reports_our_order(tmp_path):
+def test_checkpoint_with_other_label_order_reports_our_order(tmp_path, tiny_checkpoint):
     path = tiny_checkpoint(tmp_path / "bullbear", {0: "bullish", 1: "bearish", 2: "neutral"})
     classifier = load_classifier(path)
     assert classifier.output_labels == (2, 0, 1)
@@ -74,7 +60,7 @@ def test_checkpoint_with_other_label_order_reports_our_order(tmp_path):
     assert prediction.probs == pytest.approx((bearish, neutral, bullish), abs=1e-5)
 
 
-def test_unmappable_checkpoint_is_refused_with_its_labels(tmp_path):
+def test_unmappable_checkpoint_is_refused_with_its_labels(tmp_path, tiny_checkpoint):
     path = tiny_checkpoint(tmp_path / "emotions", {0: "joy", 1: "anger", 2: "fear"})
     with pytest.raises(ModelLoadError, match="joy"):
         load_classifier(path)

@@ -5,24 +5,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from models.classifier import backbone_path
 from pipeline.cli import main
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
+def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
     """A real (random-weight) checkpoint whose labels come in FinBERT's order."""
-    path = tmp_path_factory.mktemp("tiny_model")
-    torch.manual_seed(2)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=3,
-                        id2label={0: "positive", 1: "negative", 2: "neutral"})
-    BertForSequenceClassification(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny_model"), {0: "positive", 1: "negative", 2: "neutral"},
+                           seed=2, layers=1)
 
 
 def test_score_writes_one_line_per_good_input_and_reports_bad_ones(tmp_path, tiny_model, capsys):

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from models.classifier import ModelLoadError, backbone_path, load_classifier
+from models.classifier import ModelLoadError, load_classifier
 from models.data import LABELS, normalize_text
 from models.engine import Prediction, SentimentEngine, resolve_device
 
@@ -23,14 +21,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory) -> SentimentEngine:
-    path: Path = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(1)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=3,
-                        id2label={0: "negative", 1: "neutral", 2: "positive"})
-    BertForSequenceClassification(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(backbone_path()).save_pretrained(path)
+def tiny_engine(tmp_path_factory, tiny_checkpoint) -> SentimentEngine:
+    path = tiny_checkpoint(tmp_path_factory.mktemp("tiny"), {0: "negative", 1: "neutral", 2: "positive"}, seed=1)
     return SentimentEngine(load_classifier(path), torch.device("cpu"), quantized=False, batch_size=2)
 
 
