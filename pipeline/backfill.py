@@ -28,25 +28,18 @@ from connectors.files.parquet_sink import WriteParquetTables
 from connectors.files.readers import count_records, file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
-from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
+from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import load_aliases
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
                                  ReadFiles, ReadKafkaRange, Relevance, ReportProgress, Score)
 
-# Repeatable flags take their env-var twin (comma-separated) only when not given at all, since
-# argparse would otherwise extend the env value instead of replacing it.
-_LIST_ENV_DEFAULTS = {"input": None, "topics": None}
-
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """App flags, and the rest for Beam's PipelineOptions."""
     args, beam_args = parser().parse_known_args(argv)
-    for name, fallback in _LIST_ENV_DEFAULTS.items():
-        if getattr(args, name) is None:
-            value = env_default(name, fallback)
-            setattr(args, name, value.split(",") if value else None)
+    fill_list_env_defaults(args, "input", "topics")
     return args, beam_args
 
 

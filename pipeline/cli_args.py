@@ -41,3 +41,12 @@ def duration_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
     return value
 
+
+
+def fill_list_env_defaults(args: argparse.Namespace, *names: str) -> None:
+    """Repeatable flags (``action="extend"``) take their comma-separated env-var twin only when
+    not given at all: as an argparse default, the flag's values would extend the env value."""
+    for name in names:
+        if getattr(args, name) is None:
+            value = env_default(name)
+            setattr(args, name, value.split(",") if value else None)

@@ -28,7 +28,7 @@ from connectors.duckdb.sink import DuckDBSink
 from connectors.kafka.offsets import OffsetCommitter, forget_ledger, ledger_for
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
-from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
+from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
 from pipeline.scoring import SentimentModelHandler
@@ -41,15 +41,11 @@ from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 log = logging.getLogger(__name__)
 
 
-def _list(value: str | None) -> list[str] | None:
-    return value.split(",") if value else None
-
-
 def parser() -> argparse.ArgumentParser:
     p = command_parser("stream", "Continuous job: Kafka -> scores -> DuckDB; resumes from committed offsets.")
     kafka = p.add_argument_group("Kafka")
     kafka.add_argument("--bootstrap-servers", default=env_default("bootstrap_servers"), metavar="HOST:PORT[,..]")
-    kafka.add_argument("--topics", action="extend", nargs="+", default=_list(env_default("topics")), metavar="TOPIC")
+    kafka.add_argument("--topics", action="extend", nargs="+", metavar="TOPIC")
     kafka.add_argument("--group-id", default=env_default("group_id", "tickerpulse"),
                        help="consumer group whose committed offsets say where to resume (default tickerpulse)")
     kafka.add_argument("--until-idle", type=duration_seconds, default=env_default("until_idle"), metavar="DURATION",
@@ -156,6 +152,7 @@ def stop_on_signals(control: RunControl) -> Iterator[None]:
 
 def run_stream(argv: list[str]) -> StreamMetrics:
     args, beam_args = parser().parse_known_args(argv)
+    fill_list_env_defaults(args, "topics")
     cfg = check(args)
     try:
         aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
