@@ -8,9 +8,8 @@ does not count twenty times.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Sequence
-
-_EVICT_EVERY = 1024  # observations between sweeps: amortised O(1) per item
 
 
 def novelty_counts(entries: Sequence[tuple[float, str]], horizon_s: float) -> list[int]:
@@ -29,15 +28,16 @@ class NoveltyTracker:
 
     ``observe`` counts the earlier items seen so far; an item that arrives after a later one
     with the same key does not raise that later item's (already emitted) count. State is bounded:
-    entries older than ``retention_s`` before the newest event time are forgotten.
+    entries older than ``retention_s`` before the newest event time are forgotten, oldest first
+    through a heap of (time, key), so forgetting costs O(log n) per item however many keys there are.
     """
 
     def __init__(self, horizon_s: float, retention_s: float | None = None) -> None:
         self.horizon_s = horizon_s
         self.retention_s = max(retention_s if retention_s is not None else 2 * horizon_s, horizon_s)
         self._seen: dict[str, list[tuple[float, str]]] = {}
+        self._expiry: list[tuple[float, str]] = []  # heap: when each key's oldest entries may go
         self._newest = float("-inf")
-        self._since_evict = 0
 
     def observe(self, text_key: str, ts_s: float, item_id: str) -> int:
         entries = self._seen.setdefault(text_key, [])
@@ -46,22 +46,21 @@ class NoveltyTracker:
         # The same item again (a replay) gets the same answer and is not counted twice.
         if position == len(entries) or entries[position] != entry:
             entries.insert(position, entry)
+            heapq.heappush(self._expiry, (ts_s, text_key))
         count = position - bisect.bisect_right(entries, ts_s - self.horizon_s, 0, position, key=_ts)
         self._newest = max(self._newest, ts_s)
-        self._since_evict += 1
-        if self._since_evict >= _EVICT_EVERY:
-            self._evict()
+        self._evict()
         return count
 
     def __len__(self) -> int:
         return sum(map(len, self._seen.values()))
 
     def _evict(self) -> None:
-        self._since_evict = 0
         cutoff = self._newest - self.retention_s
-        for key in list(self._seen):
-            entries = self._seen[key]
-            if entries[0][0] <= cutoff:
+        while self._expiry and self._expiry[0][0] <= cutoff:
+            _, key = heapq.heappop(self._expiry)
+            entries = self._seen.get(key)
+            if entries:
                 del entries[: bisect.bisect_right(entries, cutoff, key=_ts)]
                 if not entries:
                     del self._seen[key]

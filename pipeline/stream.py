@@ -32,9 +32,10 @@ from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
 from pipeline.scoring import SentimentModelHandler
+from pipeline.stream_state import rebuild_state
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
-                                        StreamRecencyAttention, StreamRun, WriteStream, rebuild_state,
-                                        register_run, unregister_run)
+                                        StreamRecencyAttention, StreamRun, WriteStream, register_run,
+                                        unregister_run)
 from pipeline.tickers import load_aliases
 from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
                      help="publish a read-only snapshot for query/dashboard this often (default 5s)")
     add_aggregation_args(p)
     p.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
-                     help="state: keyed state, works everywhere incl. the local runner (default); "
+                     help="state: per-ticker state in the job, works on the local runner (default); "
                           "windows: native event-time windows, for runners whose watermark advances")
     add_model_args(p, 64)
     p.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV", help="alias,ticker rows (company names)")
@@ -99,13 +100,13 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     handler = SentimentModelHandler(args.model, args.device, args.quantize, max_batch_size=args.batch_size,
                                     min_batch_size=1)
     scored = (unique.items
-              | "Novelty" >> StreamNovelty(run_id, cfg.horizon_s)
+              | "Novelty" >> StreamNovelty(run_id)
               | "Score" >> Score(handler))
     items = scored["items"] | "Relevance" >> Relevance()
     if args.aggregation == "windows":
         points = items | "Aggregate" >> EventTimeRecencyAttention(cfg)
     else:
-        points = items | "Aggregate" >> StreamRecencyAttention(run_id, cfg)
+        points = items | "Aggregate" >> StreamRecencyAttention(run_id)
     _ = items | "Write items" >> WriteStream(run_id, "items")
     _ = parsed[DEAD] | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
     _ = scored[DEAD] | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
@@ -117,18 +118,7 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
     options = PipelineOptions(beam_args)
     if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         return beam.Pipeline(options=options)
-    _disable_local_state_cache()
     return beam.Pipeline(runner=FnApiRunner(), options=options)
-
-
-def _disable_local_state_cache() -> None:
-    """FnApiRunner's in-process worker caches keyed state and weighs each cached value with
-    objsize, which walks every loaded module's globals on each call: measured with py-spy at ~30%
-    of the job's time (three state accesses per item). This job's keyed state is small and held
-    by the runner in memory anyway, so the local worker runs without that cache."""
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
-    worker_handlers.STATE_CACHE_SIZE_MB = 0
 
 
 @contextmanager
@@ -166,13 +156,13 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     ledger = ledger_for(run_id)
     metrics = StreamMetrics(consumed=lambda: control.consumed, lag=control.total_lag)
     sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval)
-    seeds, points = rebuild_state(sink, cfg)
-    if seeds.items:
+    state, replayed, points = rebuild_state(sink, cfg)
+    if replayed:
         sink.write(points=points)
         log.info("resumed state from %s: %d items within the horizon, %d tickers, %d points rewritten",
-                 args.db, seeds.items, len(seeds.tickers), len(points))
+                 args.db, replayed, len(state.tickers), len(points))
     committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger)
-    stream = StreamRun(sink, ledger, committer, metrics, seeds)
+    stream = StreamRun(sink, ledger, committer, metrics, state)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
     progress = PeriodicLogger(metrics, args.metrics_interval, every_second=stream.commit_due).start()

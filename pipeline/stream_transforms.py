@@ -3,79 +3,36 @@
 Why not windows: the local FnApiRunner never advances the watermark of an unbounded source, so
 event-time windows and timers never fire there, and it runs a stage only once the stage before
 it has finished, so any GroupByKey or Flatten after the source would hold everything back until
-the job stops. These steps are therefore plain and stateful DoFns (Beam keyed state, no
-grouping), which the runner fuses with the source: a record flows from Kafka to DuckDB inside one
-bundle. :class:`EventTimeRecencyAttention` keeps native sliding windows for runners whose
-watermark advances (Dataflow, Flink).
+the job stops. These steps are therefore plain DoFns (no grouping), which the runner fuses with
+the source: a record flows from Kafka to DuckDB inside one bundle. The per-ticker and novelty
+state they update is a :class:`pipeline.stream_state.StreamState` in the job's process, rebuilt
+from DuckDB on restart. :class:`EventTimeRecencyAttention` keeps native sliding windows for
+runners whose watermark advances (Dataflow, Flink).
 
-State survives a restart through DuckDB: :func:`rebuild_state` replays the items within the
-horizon into fresh per-ticker and per-text states, which the stateful DoFns adopt the first time
-they see a key. Everything the job shares in its process (writer, offset ledger, metrics, seeds)
-hangs off a :class:`StreamRun` found by run id.
+Everything the job shares in its process (writer, offset ledger, metrics, state) hangs off a
+:class:`StreamRun` found by run id.
 """
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
-from dataclasses import dataclass, field
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder, BytesCoder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import SlidingWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from connectors.duckdb.sink import DuckDBSink
 from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
-from models.aggregation import AggregationConfig, SentimentPoint, TickerState, aggregate_series
+from models.aggregation import AggregationConfig, SentimentPoint, aggregate_series
 from pipeline.metrics import StreamMetrics
-from pipeline.novelty import NoveltyTracker
 from pipeline.records import DeadLetter, Item
+from pipeline.stream_state import StreamState, rebuild_state
 
 log = logging.getLogger(__name__)
 
 DUPLICATE = "duplicate"
-
-
-@dataclass
-class Seeds:
-    """Per-key states rebuilt from DuckDB, adopted by the stateful DoFns on first sight of a key."""
-
-    tickers: dict[str, TickerState] = field(default_factory=dict)
-    texts: dict[str, NoveltyTracker] = field(default_factory=dict)
-    items: int = 0
-
-
-def rebuild_state(sink: DuckDBSink, cfg: AggregationConfig) -> tuple[Seeds, list[SentimentPoint]]:
-    """Replay the stored items near the newest one, in event-time order, into fresh states.
-
-    Returns the seeds and the points whose horizon the replay fully covers: they are rewritten
-    (upsert), which restores any point a crash kept from being written after its items.
-    """
-    seeds = Seeds()
-    newest = sink.con.execute("SELECT epoch(max(ts)) FROM items").fetchone()[0]
-    if newest is None:
-        return seeds, []
-    start = newest - cfg.horizon_s - cfg.cadence_s
-    rows = sink.con.execute(
-        "SELECT i.id, epoch(i.ts), i.score, i.relevance, i.text_key, t.ticker FROM items i "
-        "LEFT JOIN item_tickers t ON t.item_id = i.id WHERE epoch(i.ts) > ? ORDER BY i.ts, i.id, t.ticker",
-        [start]).fetchall()
-    points: list[SentimentPoint] = []
-    last_id = None
-    for item_id, ts_s, score, relevance, text_key, ticker in rows:
-        if item_id != last_id:
-            seeds.texts.setdefault(text_key, NoveltyTracker(cfg.horizon_s)).observe(text_key, ts_s, item_id)
-            seeds.items += 1
-            last_id = item_id
-        if ticker is not None:
-            state = seeds.tickers.setdefault(ticker, TickerState(ticker, cfg))
-            points += [p for p in state.add(item_id, ts_s, score, relevance) if p.ts_s - cfg.horizon_s >= start]
-    return seeds, points
 
 
 class StreamRun:
@@ -86,12 +43,12 @@ class StreamRun:
     """
 
     def __init__(self, sink: DuckDBSink, ledger: DeliveryLedger, committer: OffsetCommitter | None,
-                 metrics: StreamMetrics, seeds: Seeds | None = None) -> None:
+                 metrics: StreamMetrics, state: StreamState) -> None:
         self.sink = sink
         self.ledger = ledger
         self.committer = committer
         self.metrics = metrics
-        self.seeds = seeds or Seeds()
+        self.state = state
         self._lock = threading.Lock()
         self._lookup = sink.con.cursor()
 
@@ -142,7 +99,7 @@ class StreamRun:
         job replays the stored items, as a restart would, so what it leaves behind is exact.
         """
         with self._lock:
-            _, points = rebuild_state(self.sink, cfg)
+            _, _, points = rebuild_state(self.sink, cfg)
             self.sink.write(points=points)
             return len(points)
 
@@ -179,19 +136,21 @@ def unregister_run(run_id: str) -> None:
 
 
 class _DropRepeatedIdsFn(beam.DoFn):
-    """Keyed by item id: the first copy passes, later copies go to ``duplicate``."""
-
-    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+    """The first copy of an id passes; a copy of an id stored in DuckDB (by an earlier bundle or
+    run) or seen earlier in this bundle goes to ``duplicate``. Bundles end with their rows
+    written, so ids from earlier bundles are all in DuckDB: this keeps no state across bundles."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
 
-    def process(self, keyed: tuple[str, Item], seen=beam.DoFn.StateParam(SEEN)) -> Iterator[object]:
-        item_id, item = keyed
-        if seen.read() or stream_run(self.run_id).stored(item_id):
+    def start_bundle(self) -> None:
+        self._bundle_ids: set[str] = set()
+
+    def process(self, item: Item) -> Iterator[object]:
+        if item.id in self._bundle_ids or stream_run(self.run_id).stored(item.id):
             yield beam.pvalue.TaggedOutput(DUPLICATE, item)
             return
-        seen.write(True)
+        self._bundle_ids.add(item.id)
         yield item
 
 
@@ -203,74 +162,23 @@ class DropRepeatedIds(beam.PTransform):
         self.run_id = run_id
 
     def expand(self, items):
-        return (items
-                | "Key by id" >> beam.Map(lambda item: (item.id, item)).with_output_types(tuple[str, Item])
-                | "Keep first" >> beam.ParDo(_DropRepeatedIdsFn(self.run_id)).with_outputs(DUPLICATE, main="items"))
+        return items | "Keep first" >> beam.ParDo(_DropRepeatedIdsFn(self.run_id)).with_outputs(DUPLICATE, main="items")
 
 
-def _read_pickled(state) -> Any:
-    raw = state.read()
-    return None if raw is None else pickle.loads(raw)
-
-
-def _write_pickled(state, value: object) -> None:
-    """Keyed state holds pickled bytes, not objects: Beam's state cache weighs every value it
-    caches with objsize, walking each object of a TickerState's lists on every write and load
-    (measured: a third of the stream job's time); bytes weigh in O(1) and pickle is C code."""
-    state.write(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-class _NoveltyFn(beam.DoFn):
-    """Keyed by text key: pipeline.novelty's tracker for that key, kept in Beam state."""
-
-    TRACKER = ReadModifyWriteStateSpec("tracker", BytesCoder())
-
-    def __init__(self, run_id: str, horizon_s: float) -> None:
-        self.run_id = run_id
-        self.horizon_s = horizon_s
-
-    def process(self, keyed: tuple[str, Item], tracker_state=beam.DoFn.StateParam(TRACKER)) -> Iterator[Item]:
-        key, item = keyed
-        tracker = _read_pickled(tracker_state)
-        if tracker is None:
-            tracker = stream_run(self.run_id).seeds.texts.pop(key, None) or NoveltyTracker(self.horizon_s)
-        n = tracker.observe(key, item.ts.timestamp(), item.id)
-        _write_pickled(tracker_state, tracker)
-        yield item.with_(novelty_n=n)
+def _with_novelty(item: Item, run_id: str) -> Item:
+    n = stream_run(run_id).state.novelty_n(item.text_key, item.ts.timestamp(), item.id)
+    return item.with_(novelty_n=n)
 
 
 class StreamNovelty(beam.PTransform):
     """Stream: ``novelty_n`` = earlier items with the same text key within the horizon."""
 
-    def __init__(self, run_id: str, horizon_s: float) -> None:
+    def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
-        self.horizon_s = horizon_s
 
     def expand(self, items):
-        return (items
-                | "Key by text" >> beam.Map(lambda item: (item.text_key, item)).with_output_types(tuple[str, Item])
-                | "Count earlier copies" >> beam.ParDo(_NoveltyFn(self.run_id, self.horizon_s)))
-
-
-class _RecencyAttentionFn(beam.DoFn):
-    """Keyed by ticker: the incremental TickerState in Beam state; emits the points now due."""
-
-    STATE = ReadModifyWriteStateSpec("ticker_state", BytesCoder())
-
-    def __init__(self, run_id: str, cfg: AggregationConfig) -> None:
-        self.run_id = run_id
-        self.cfg = cfg
-
-    def process(self, keyed: tuple[str, tuple[str, float, float, float]],
-                ticker_state=beam.DoFn.StateParam(STATE)) -> Iterator[SentimentPoint]:
-        ticker, (item_id, ts_s, score, relevance) = keyed
-        state = _read_pickled(ticker_state)
-        if state is None:
-            state = stream_run(self.run_id).seeds.tickers.pop(ticker, None) or TickerState(ticker, self.cfg)
-        points = state.add(item_id, ts_s, score, relevance)
-        _write_pickled(ticker_state, state)
-        yield from points
+        return items | "Count earlier copies" >> beam.Map(_with_novelty, self.run_id)
 
 
 def _per_ticker(item: Item) -> Iterator[tuple[str, tuple[str, float, float, float]]]:
@@ -278,18 +186,22 @@ def _per_ticker(item: Item) -> Iterator[tuple[str, tuple[str, float, float, floa
         yield ticker, (item.id, item.ts.timestamp(), item.score, item.relevance)
 
 
+def _points_due(keyed: tuple[str, tuple[str, float, float, float]], run_id: str) -> list[SentimentPoint]:
+    ticker, (item_id, ts_s, score, relevance) = keyed
+    return stream_run(run_id).state.aggregate(ticker, item_id, ts_s, score, relevance)
+
+
 class StreamRecencyAttention(beam.PTransform):
     """Stream: per ticker, points on the event-time cadence as items arrive (newest provisional)."""
 
-    def __init__(self, run_id: str, cfg: AggregationConfig) -> None:
+    def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
-        self.cfg = cfg
 
     def expand(self, items):
         return (items
                 | "Per ticker" >> beam.FlatMap(_per_ticker).with_output_types(tuple[str, tuple[str, float, float, float]])
-                | "Update ticker state" >> beam.ParDo(_RecencyAttentionFn(self.run_id, self.cfg)))
+                | "Update ticker state" >> beam.FlatMap(_points_due, self.run_id))
 
 
 def _point_at_window_end(keyed, cfg: AggregationConfig, window=beam.DoFn.WindowParam) -> Iterator[SentimentPoint]:
