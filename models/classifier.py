@@ -35,6 +35,10 @@ from transformers import (  # noqa: E402  (offline mode must be set before impor
     PreTrainedTokenizerBase,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import logging as hf_logging
+
+# transformers 5 draws a progress bar for every load and save: noise in a job's or command's output
+hf_logging.disable_progress_bar()
 
 log = logging.getLogger(__name__)
 

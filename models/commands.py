@@ -1,4 +1,4 @@
-"""CLI commands of the model: ``score`` (JSONL in, JSONL out), ``train`` and ``eval``."""
+"""CLI commands of the model: ``score`` (JSONL in, JSONL out), ``train``, ``average`` and ``eval``."""
 from __future__ import annotations
 
 import argparse
@@ -126,7 +126,9 @@ def train(argv: list[str]) -> int:
                                               "(e.g. the Surge tweets: Positive/Negative)")
     parser.add_argument("--extra-text-column", default="text")
     parser.add_argument("--extra-label-column", default="label")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the head's initial weights and dropout")
+    parser.add_argument("--data-seed", type=int, default=defaults.data_seed,
+                        help="seeds the batch order (default: --seed); vary it, not --seed, for runs to average")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
     parser.add_argument("--threads", type=_positive_int, default=_env_int("threads"),
                         help="torch CPU threads (default: torch's choice)")
@@ -155,7 +157,8 @@ def train(argv: list[str]) -> int:
                       class_weighting=not args.no_class_weighting, pooling=args.pooling,
                       warmup_ratio=args.warmup_ratio, embedding_min_count=args.embedding_min_count,
                       layer_lr_decay=args.layer_lr_decay, label_smoothing=args.label_smoothing,
-                      average_last=args.average_last, seed=args.seed, device=device.type)
+                      average_last=args.average_last, seed=args.seed, data_seed=args.data_seed,
+                      device=device.type)
     if not 1 <= cfg.trainable_layers <= 6:
         raise UsageError("--trainable-layers must be between 1 and the backbone's 6 layers")
     log.info("training on %d rows %s, validating on %d rows", len(train_data), train_data.counts(), len(valid_data))
@@ -164,6 +167,33 @@ def train(argv: list[str]) -> int:
                           bundle_name=args.bundle_name, progress=True)
     best = f"epoch {result.best_epoch}" if result.best_epoch else f"mean of the last {args.average_last} epochs"
     print(f"best {best}: valid macro-F1 {result.best_macro_f1:.4f} -> {args.out}")
+    return 0
+
+
+def average(argv: list[str]) -> int:
+    """Average the weights of training runs that started from the same weights (a model soup)."""
+    parser = command_parser("average", "average the weights of runs trained with the same --seed (a model soup)")
+    parser.add_argument("--models", nargs="+", required=True, metavar="DIR",
+                        help="two or more checkpoints (train --out) or bundles (train --bundle-out)")
+    parser.add_argument("--out", required=True, help="directory for the averaged checkpoint (HF format)")
+    parser.add_argument("--bundle-out", help="also export it as a delta bundle here")
+    parser.add_argument("--bundle-name", default="tickerpulse-minilm-ft")
+    parser.add_argument("--valid", help="CSV to report the average's macro-F1 on (and to check its int8 path)")
+    _data_flags(parser)
+    args = parser.parse_args(argv)
+    if len(args.models) < 2:
+        raise UsageError("--models needs at least two model directories")
+    valid_data = _read_csv(args.valid, args) if args.valid else None
+
+    from models.averaging import average_models
+    from models.classifier import ModelLoadError
+
+    try:
+        f1 = average_models([Path(m) for m in args.models], Path(args.out),
+                            Path(args.bundle_out) if args.bundle_out else None, args.bundle_name, valid_data)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"average of {len(args.models)} models -> {args.out}" + (f": valid macro-F1 {f1:.4f}" if f1 is not None else ""))
     return 0
 
 

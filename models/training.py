@@ -46,7 +46,9 @@ class TrainConfig:
     layer_lr_decay: float = 1.0  # lr multiplier per layer below the head (lower layers move less)
     label_smoothing: float = 0.0  # also tempers confidence, which the aggregation uses as relevance
     average_last: int = 1  # >1: also try the mean weights of the last N epochs as a candidate
-    seed: int = 13
+    seed: int = 13  # initial weights of the head, dropout
+    data_seed: int | None = None  # order of the training batches; None: ``seed``. Runs that share
+    # ``seed`` but not ``data_seed`` start from the same weights: ingredients for ``average``
     device: str = "cpu"
 
 
@@ -92,7 +94,7 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
     optimizer, scheduler = _optimizer(model, cfg, batches_per_epoch * cfg.epochs)
     loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights(train_data) if cfg.class_weighting else None,
                                         label_smoothing=cfg.label_smoothing).to(device)
-    generator = random.Random(cfg.seed)
+    generator = random.Random(cfg.seed if cfg.data_seed is None else cfg.data_seed)
     result = TrainResult(best_epoch=0, best_macro_f1=-1.0)
     averager = _WeightAverager(model, trained_keys)
 

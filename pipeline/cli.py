@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("pipeline.stream:run", "continuous job: Kafka -> scores -> DuckDB, resumes from committed offsets"),
     "score": ("models.commands:score", "score a JSONL file with the sentiment model"),
     "train": ("models.commands:train", "fine-tune the sentiment classifier on a labelled CSV"),
+    "average": ("models.commands:average", "average the weights of runs trained with the same --seed (a model soup)"),
     "eval": ("models.commands:evaluate", "accuracy, macro-F1 and confusion matrix on a labelled CSV"),
     "query": ("dashboards.commands:query", "run SQL against a TickerPulse DuckDB file"),
     "trend": ("dashboards.commands:trend", "sentiment trend of one ticker by time bucket"),
