@@ -127,7 +127,7 @@ class _HalfLifeSums:
 
 
 class TickerState:
-    """Streaming S_k(t) for one ticker at every grid point and half-life; picklable (Beam state).
+    """Streaming S_k(t) for one ticker at every grid point and half-life; picklable and compact when pickled.
 
     ``add`` returns the points that became due. The newest, ceil(ts), is provisional: a later
     item in the same cadence bucket re-emits it (the sink upserts). An item older than the last
@@ -153,7 +153,7 @@ class TickerState:
         self.rates = [LN2 / h for h in cfg.half_lives_s]  # kappa = r + rate * (t - anchor)
 
     def __getstate__(self) -> dict:
-        """Flat lists of floats and strings, expired prefix dropped: Beam pickles this often."""
+        """Flat lists of floats and strings, expired prefix dropped: what a pickle of the state holds."""
         state = dict(self.__dict__)
         head = state.pop("head")
         del state["item_ids"]

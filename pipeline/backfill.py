@@ -151,7 +151,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
     parsed = (records
               | "Progress read" >> ReportProgress("read", the_plan.expected, args.progress_interval)
               | "Parse" >> Parse())
-    handler = SentimentModelHandler(args.model, args.device, args.quantize, max_batch_size=args.batch_size)
+    handler = SentimentModelHandler(args.model, args.device, args.quantize, batch_size=args.batch_size)
     scored = (parsed.items
               | "Extract tickers" >> ExtractTickers(the_plan.aliases)
               | "Drop duplicate ids" >> DropDuplicateIds()

@@ -31,15 +31,13 @@ class SentimentModelHandler(ModelHandler[Item, Item, "SentimentEngine"]):
     record's score would depend on its batch-mates, and a backfill and a stream over the same
     records (batched differently) would disagree.
 
-    ``min_batch_size`` == ``max_batch_size`` (the default) gives fixed batches, best for backfills;
-    a streaming job passes a smaller minimum and ``max_batch_duration_secs`` to bound latency.
+    Batches are fixed at ``batch_size``: BatchElements flushes a partial batch at the end of every
+    bundle, so full batches cost a stream no latency, and the engine runs at its best size.
     """
 
     def __init__(self, model: str | None = None, device: str = "auto", quantize: bool = False,
-                 max_batch_size: int = DEFAULT_BATCH_SIZE, min_batch_size: int | None = None,
-                 max_batch_duration_secs: int | None = None) -> None:
-        super().__init__(min_batch_size=max_batch_size if min_batch_size is None else min_batch_size,
-                         max_batch_size=max_batch_size, max_batch_duration_secs=max_batch_duration_secs)
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self._model = model
         self._device = device
         self._quantize = quantize

@@ -97,8 +97,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     unique = (parsed.items
               | "Extract tickers" >> ExtractTickers(aliases)
               | "Drop repeated ids" >> DropRepeatedIds(run_id))
-    handler = SentimentModelHandler(args.model, args.device, args.quantize, max_batch_size=args.batch_size,
-                                    min_batch_size=1)
+    handler = SentimentModelHandler(args.model, args.device, args.quantize, batch_size=args.batch_size)
     scored = (unique.items
               | "Novelty" >> StreamNovelty(run_id)
               | "Score" >> Score(handler))
