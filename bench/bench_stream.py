@@ -70,12 +70,13 @@ def stream_args(bootstrap: str, db: str, group: str, until_idle: str) -> list[st
             "--until-idle", until_idle, "--metrics-interval", "10s"]
 
 
-def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[str, float]:
+def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[str, object]:
     """Warm-up record first (start-up is not latency), then ``rate`` records/s for ``duration`` s."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     producer.send("bench", record(0)).get(timeout=30)
     sent_at: dict[str, float] = {}
     rss: dict[str, float] = {}
+    rss_each_minute: list[float] = []
 
     def produce() -> None:
         while (committed_offsets(bootstrap, "bench-rate", [("bench", 0)])[("bench", 0)] or 0) < 1:
@@ -89,6 +90,8 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[st
                 time.sleep(delay)
             sent_at[f"b{i}"] = time.time()
             producer.send("bench", record(i))
+            if i % int(60 * rate) == 0:
+                rss_each_minute.append(rss_mib())
         producer.flush()
         rss["end"] = rss_mib()
 
@@ -108,7 +111,8 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[st
     job_p50, job_p99 = metrics.latency_percentiles(0.5, 0.99)
     return {"sent": len(sent_at), "stored": len(latencies), "p50_s": float(np.percentile(latencies, 50)),
             "p99_s": float(np.percentile(latencies, 99)), "max_s": float(latencies.max()),
-            "job_p50_s": job_p50, "job_p99_s": job_p99, "rss_start_mib": rss["start"], "rss_end_mib": rss["end"]}
+            "job_p50_s": job_p50, "job_p99_s": job_p99, "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
+            "rss_each_minute": rss_each_minute}
 
 
 def sustained(bootstrap: str, db: str, backlog: int) -> float:
@@ -148,7 +152,8 @@ def main() -> None:
               f"produce -> row in DuckDB p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms, "
               f"max {latency['max_s'] * 1000:.0f} ms (job's own Kafka-timestamp -> commit: p50 "
               f"{latency['job_p50_s'] * 1000:.0f} ms, p99 {latency['job_p99_s'] * 1000:.0f} ms)")
-        print(f"RSS at start {latency['rss_start_mib']:.0f} MiB, at end {latency['rss_end_mib']:.0f} MiB")
+        print(f"RSS at start {latency['rss_start_mib']:.0f} MiB, at end {latency['rss_end_mib']:.0f} MiB; "
+              f"each minute: {', '.join(f'{m:.0f}' for m in latency['rss_each_minute'])} MiB")
         rate = sustained(broker.bootstrap_servers, db, args.backlog)
         print(f"sustained (catch-up of {args.backlog} records): {rate:,.0f} items/s = "
               f"{rate / baseline:.2f} of scoring-only")

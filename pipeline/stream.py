@@ -117,7 +117,25 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
     options = PipelineOptions(beam_args)
     if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         return beam.Pipeline(options=options)
+    _consolidate_runner_metrics_eagerly()
     return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+def _consolidate_runner_metrics_eagerly() -> None:
+    """Work around a memory leak of FnApiRunner (apache-beam 2.77) in unbounded runs.
+
+    After every bundle the runner sets its per-stage metrics to
+    ``consolidate_monitoring_infos(chain(new, previous))``, which is a generator: nothing is ever
+    merged, and each bundle's generator holds the previous one and that bundle's protobuf
+    response. A batch job runs few bundles; a stream runs several per second, and the chain grew
+    the job by ~22 KB per record at 50 records/s (native protobuf memory, invisible to
+    tracemalloc). Consolidating into a list keeps one merged set of metrics per stage: measured
+    flat over 5,000 records with the source alone, against +110 MB without.
+    """
+    from apache_beam.metrics import monitoring_infos
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    fn_runner.consolidate_monitoring_infos = lambda infos: list(monitoring_infos.consolidate(infos))
 
 
 @contextmanager
