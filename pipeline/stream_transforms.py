@@ -30,6 +30,7 @@ from models.aggregation import AggregationConfig, SentimentPoint, aggregate_seri
 from pipeline.metrics import StreamMetrics
 from pipeline.records import DeadLetter, Item
 from pipeline.stream_state import StreamState, rebuild_state
+from pipeline.transforms import per_ticker
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +198,6 @@ class StreamNovelty(beam.PTransform):
         return items | "Count earlier copies" >> beam.Map(_with_novelty, self.run_id)
 
 
-def _per_ticker(item: Item) -> Iterator[tuple[str, tuple[str, float, float, float]]]:
-    for ticker in item.tickers:
-        yield ticker, (item.id, item.ts.timestamp(), item.score, item.relevance)
-
-
 def _points_due(keyed: tuple[str, tuple[str, float, float, float]], run_id: str) -> list[SentimentPoint]:
     ticker, (item_id, ts_s, score, relevance) = keyed
     return stream_run(run_id).state.aggregate(ticker, item_id, ts_s, score, relevance)
@@ -216,7 +212,7 @@ class StreamRecencyAttention(beam.PTransform):
 
     def expand(self, items):
         return (items
-                | "Per ticker" >> beam.FlatMap(_per_ticker).with_output_types(tuple[str, tuple[str, float, float, float]])
+                | "Per ticker" >> beam.FlatMap(per_ticker).with_output_types(tuple[str, tuple[str, float, float, float]])
                 | "Update ticker state" >> beam.FlatMap(_points_due, self.run_id))
 
 
@@ -244,7 +240,7 @@ class EventTimeRecencyAttention(beam.PTransform):
         cfg = self.cfg
         return (items
                 | "Per ticker" >> beam.FlatMap(
-                    lambda item: [TimestampedValue(kv, kv[1][1] - 1e-6) for kv in _per_ticker(item)])
+                    lambda item: [TimestampedValue(kv, kv[1][1] - 1e-6) for kv in per_ticker(item)])
                 | "Horizon windows" >> beam.WindowInto(SlidingWindows(size=Duration.of(cfg.horizon_s),
                                                                       period=Duration.of(cfg.cadence_s)))
                 | "Group by ticker" >> beam.GroupByKey()

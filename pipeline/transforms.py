@@ -240,7 +240,8 @@ class Relevance(beam.PTransform):
             lambda item: item.with_(relevance=relevance(item.confidence, item.source, item.novelty_n, cfg)))
 
 
-def _by_ticker(item: Item) -> Iterator[tuple[str, tuple[str, float, float, float]]]:
+def per_ticker(item: Item) -> Iterator[tuple[str, tuple[str, float, float, float]]]:
+    """(ticker, (id, ts, score, relevance)) for each ticker of a scored item: the aggregation's input."""
     for ticker in item.tickers:
         yield ticker, (item.id, item.ts.timestamp(), item.score, item.relevance)
 
@@ -256,7 +257,7 @@ class Aggregate(beam.PTransform):
         cfg = self._cfg
         return (
             items
-            | "Per ticker" >> beam.FlatMap(_by_ticker)
+            | "Per ticker" >> beam.FlatMap(per_ticker)
             | "Group by ticker" >> beam.GroupByKey()
             # Many tickers per call: one set of segment softmaxes instead of a torch call per ticker.
             | "Batch tickers" >> beam.BatchElements(min_batch_size=1, max_batch_size=512)
