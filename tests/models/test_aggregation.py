@@ -55,10 +55,13 @@ def random_items(n, seed, mean_gap_s=120.0, start=T0):
     return items
 
 
-def stream(ticker, items, cfg):
-    """Feed items to a TickerState and keep the last version of each point (the sink's upsert)."""
+def stream(ticker, items, cfg, pickle_every=None):
+    """Feed items to a TickerState and keep the last version of each point (the sink's upsert);
+    with ``pickle_every``, the state goes through pickle every that many items."""
     state, final = TickerState(ticker, cfg), {}
-    for item in items:
+    for index, item in enumerate(items):
+        if pickle_every and index % pickle_every == 0:
+            state = pickle.loads(pickle.dumps(state))
         for point in state.add(*item):
             final[(point.ts_s, point.half_life_s)] = point
     return [final[key] for key in sorted(final)], state
@@ -215,13 +218,8 @@ def test_replayed_item_is_ignored_and_late_item_joins_without_rewriting_history(
 def test_state_survives_pickling_mid_stream():
     items = random_items(300, seed=8)
     whole, _ = stream("A", items, CFG)
-    state, final = TickerState("A", CFG), {}
-    for index, item in enumerate(items):
-        if index % 50 == 0:
-            state = pickle.loads(pickle.dumps(state))
-        for point in state.add(*item):
-            final[(point.ts_s, point.half_life_s)] = point
-    assert_points_close([final[key] for key in sorted(final)], whole, tol=0)
+    pickled, _ = stream("A", items, CFG, pickle_every=50)
+    assert_points_close(pickled, whole, tol=0)
 
 
 def test_expiry_of_a_dominant_item_does_not_lose_precision():
@@ -242,12 +240,6 @@ def test_long_stream_with_compaction_and_pickling_equals_the_batch():
     # thousands of items expire, so the state drops its expired prefix more than once
     cfg = AggregationConfig(half_lives_s=(120.0,), horizon_s=600.0, cadence_s=60.0, top_k=2)
     items = random_items(5000, seed=9, mean_gap_s=10.0)
-    state, final = TickerState("A", cfg), {}
-    for index, item in enumerate(items):
-        if index % 1500 == 0:
-            state = pickle.loads(pickle.dumps(state))
-        for point in state.add(*item):
-            final[(point.ts_s, point.half_life_s)] = point
+    streamed, state = stream("A", items, cfg, pickle_every=1500)
     assert len(state) < 200
-    assert_points_close([final[key] for key in sorted(final)], aggregate_series("A", items, cfg),
-                        tol=1e-9)
+    assert_points_close(streamed, aggregate_series("A", items, cfg), tol=1e-9)
