@@ -32,7 +32,6 @@ def average_weights(classifiers: Sequence[LoadedClassifier]) -> dict[str, torch.
     for classifier, state in zip(classifiers[1:], states[1:]):
         same = (state.keys() == states[0].keys()
                 and all(state[k].shape == states[0][k].shape for k in state)
-                and classifier.output_labels == first.output_labels
                 and classifier.model.config.id2label == first.model.config.id2label
                 and (classifier.max_length, classifier.normalize) == (first.max_length, first.normalize))
         if not same:

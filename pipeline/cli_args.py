@@ -42,7 +42,6 @@ def duration_seconds(text: str) -> float:
     return value
 
 
-
 def fill_list_env_defaults(args: argparse.Namespace, *names: str) -> None:
     """Repeatable flags (``action="extend"``) take their comma-separated env-var twin only when
     not given at all: as an argparse default, the flag's values would extend the env value."""

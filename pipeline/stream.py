@@ -129,8 +129,9 @@ def _consolidate_runner_metrics_eagerly() -> None:
     merged, and each bundle's generator holds the previous one and that bundle's protobuf
     response. A batch job runs few bundles; a stream runs several per second, and the chain grew
     the job by ~22 KB per record at 50 records/s (native protobuf memory, invisible to
-    tracemalloc). Consolidating into a list keeps one merged set of metrics per stage: measured
-    flat over 5,000 records with the source alone, against +110 MB without.
+    tracemalloc). Consolidating into a list keeps one merged set of metrics per stage: with the
+    source alone, malloc'd memory stayed flat from 750 to 5,000 records, against +22 MB per
+    1,000 records without.
     """
     from apache_beam.metrics import monitoring_infos
     from apache_beam.runners.portability.fn_api_runner import fn_runner

@@ -3,9 +3,8 @@
 It lives in the job's process, next to the DuckDB writer and the offset ledger it must agree
 with, and is rebuilt from DuckDB on restart. It was Beam keyed state first, but FnApiRunner's
 state API hands a value over as bytes on every access, so each item re-encoded its ticker's
-whole horizon: O(items in the horizon) per item (2 ms at 3,000 items, 10 ms at 30,000) and a
-churn of large buffers that grew the job's memory by ~36 KB per record. Here an item costs O(1)
-amortised, and the state holds what the horizon needs and no more: a ticker's items younger than
+whole horizon: O(items in the horizon) per item (2 ms at 3,000 items, 10 ms at 30,000). Here an
+item costs O(1) amortised, and the state holds what the horizon needs and no more: a ticker's items younger than
 the horizon, and the text keys seen within two horizons.
 """
 from __future__ import annotations
@@ -39,7 +38,6 @@ class StreamState:
             if state is None:
                 state = self.tickers[ticker] = TickerState(ticker, self.cfg)
             return state.add(item_id, ts_s, score, relevance)
-
 
 
 def rebuild_state(sink: DuckDBSink, cfg: AggregationConfig) -> tuple[StreamState, int, list[SentimentPoint]]:
