@@ -85,6 +85,17 @@ def test_device_choice():
             resolve_device("cuda")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_engine_agrees_with_cpu_fp32(tiny_engine):
+    cuda = SentimentEngine(tiny_engine.classifier, torch.device("cuda"), quantized=False, batch_size=2, cache_size=0)
+    try:
+        on_gpu = cuda.predict(TEXTS)
+    finally:
+        tiny_engine.classifier.model.to("cpu")
+    for gpu, cpu in zip(on_gpu, tiny_engine.predict(TEXTS)):
+        assert gpu.probs == pytest.approx(cpu.probs, abs=0.02)  # bf16 keeps ~3 significant digits
+
+
 def test_non_string_text_is_a_type_error(tiny_engine):
     with pytest.raises(TypeError, match="must be str"):
         tiny_engine.predict(["ok", None])

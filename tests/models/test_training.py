@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from models.classifier import load_classifier
@@ -60,6 +61,17 @@ def test_one_epoch_on_200_rows_writes_loadable_checkpoint_and_bundle(tmp_path, s
     texts = valid_rows.texts[:10]
     for full, rebuilt in zip(checkpoint.predict(texts), bundle.predict(texts)):
         assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)  # fp16 delta vs fp32 checkpoint
+
+
+def test_training_on_cuda_writes_a_model_that_scores_on_cpu(tmp_path, small_data):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    train_rows, valid_rows = _rows(small_data[0], 64), _rows(small_data[1], 16)
+    cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=24, seed=5, device="cuda")
+    result = train(train_rows, valid_rows, tmp_path / "ckpt", cfg, progress=False)
+    assert result.best_epoch == 1 and 0.0 <= result.best_macro_f1 <= 1.0
+    trained = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), quantized=False)
+    assert len(trained.predict(valid_rows.texts)) == len(valid_rows)
 
 
 def test_tuned_embedding_rows_smoothing_layer_decay_and_averaging(tmp_path, small_data):
@@ -170,6 +182,4 @@ def test_macro_f1_and_confusion():
 
 
 def _cpu():
-    import torch
-
     return torch.device("cpu")
