@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from models.classifier import LoadedClassifier, ModelLoadError, backbone_path, export_bundle, load_classifier, save_checkpoint
 from models.data import LabelledData
 from models.engine import SentimentEngine
-from models.training import evaluate, record_int8_check
+from models.training import evaluate, exact_mean, record_int8_check
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ def average_weights(classifiers: Sequence[LoadedClassifier]) -> dict[str, torch.
         if not same:
             raise ModelLoadError(f"{classifier.name} differs from {first.name} in architecture, labels or "
                                  "input preparation: only runs of the same model can be averaged")
-    return {k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype) if v.is_floating_point() else v
-            for k, v in states[0].items()}
+    return {k: exact_mean([s[k] for s in states]) if v.is_floating_point() else v for k, v in states[0].items()}
 
 
 def changed_from_backbone(weights: dict[str, torch.Tensor]) -> list[str]:

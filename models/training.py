@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -227,24 +228,33 @@ def _optimizer(model: BertPreTrainedModel, cfg: TrainConfig, total_steps: int):
 
 
 class _WeightAverager:
-    """Running sum of the trained weights at chosen epoch ends; ``load_mean`` puts their mean into
-    the model (checkpoint averaging: a flatter, usually better-generalising point)."""
+    """The trained weights at chosen epoch ends; ``load_mean`` puts their mean into the model
+    (checkpoint averaging: a flatter, usually better-generalising point)."""
 
     def __init__(self, model: torch.nn.Module, keys: list[str]) -> None:
         self.params = {k: p for k, p in model.named_parameters() if k in set(keys)}
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.snapshots)
 
     @torch.no_grad()
     def add(self) -> None:
-        for k, p in self.params.items():
-            self.sums[k] = self.sums[k] + p.detach() if k in self.sums else p.detach().clone()
-        self.count += 1
+        self.snapshots.append({k: p.detach().clone() for k, p in self.params.items()})
 
     @torch.no_grad()
     def load_mean(self) -> None:
         for k, p in self.params.items():
-            p.copy_(self.sums[k] / self.count)
+            p.copy_(exact_mean([s[k] for s in self.snapshots]))
+
+
+def exact_mean(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Elementwise mean that keeps a value all tensors share bit-exact: (a + a + a) / 3 can be off
+    by one ulp, and an untouched weight would then count as trained and be shipped in the bundle."""
+    stacked = torch.stack(list(tensors))
+    shared = (stacked == stacked[0]).all(dim=0)
+    return torch.where(shared, stacked[0], stacked.float().mean(dim=0).to(stacked.dtype))
 
 
 def _class_weights(data: LabelledData) -> torch.Tensor:

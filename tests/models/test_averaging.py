@@ -27,6 +27,20 @@ def test_average_is_the_mean_of_each_weight(tmp_path, tiny_checkpoint):
     assert not torch.equal(mean[key], models[0].model.state_dict()[key])
 
 
+def test_weights_no_run_changed_stay_bit_exact(tmp_path, tiny_checkpoint):
+    """The float mean of three equal values can be off by one ulp; a frozen weight would then
+    count as trained and bloat the bundle."""
+    models = [load_classifier(tiny_checkpoint(tmp_path / f"m{i}", THREE, seed=i)) for i in range(3)]
+    shared = torch.full((30522, 32), 0.1) + torch.rand(30522, 32) * 1e-3
+    trained = shared.clone()
+    trained[7] += 0.05
+    for i, m in enumerate(models):
+        m.model.bert.embeddings.word_embeddings.weight.data.copy_(trained if i == 0 else shared)
+    mean = average_weights(models)["bert.embeddings.word_embeddings.weight"]
+    assert torch.equal(mean[8:], shared[8:]) and torch.equal(mean[:7], shared[:7])
+    assert torch.allclose(mean[7], shared[7] + 0.05 / 3)
+
+
 def test_models_that_differ_are_refused(tmp_path, tiny_checkpoint):
     same_shape_other_labels = tiny_checkpoint(tmp_path / "b", {0: "positive", 1: "neutral", 2: "negative"})
     other_depth = tiny_checkpoint(tmp_path / "c", THREE, layers=3)

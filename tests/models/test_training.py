@@ -102,6 +102,21 @@ def test_tuned_embedding_rows_smoothing_layer_decay_and_averaging(tmp_path, smal
         assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)
 
 
+def test_epoch_average_keeps_untouched_weights_bit_exact():
+    from models.training import _WeightAverager
+
+    layer = torch.nn.Linear(64, 512)
+    untouched = layer.weight.detach().clone()
+    averager = _WeightAverager(layer, ["weight"])
+    for step in range(3):
+        with torch.no_grad():
+            layer.weight[0] = untouched[0] + 0.01 * step  # one trained row, the rest frozen
+        averager.add()
+    averager.load_mean()
+    assert torch.equal(layer.weight[1:], untouched[1:])
+    assert torch.allclose(layer.weight[0], untouched[0] + 0.01)
+
+
 def test_layer_lr_decay_gives_lower_layers_smaller_steps():
     from models.classifier import new_backbone_classifier
     from models.training import _freeze, _optimizer
