@@ -2,6 +2,7 @@
 
     python bench/bench_stream.py                          # 50 msgs/s for 60 s, backlog of 2000
     python bench/bench_stream.py --rate 50 --duration 600 # the 10-minute memory check
+    python bench/bench_stream.py --rate 50 --duration 600 --event-spacing 30  # ... with full horizons
 
 One run, one process, a real embedded broker, the bundled model, the bundled default settings:
 1. scoring only: the engine alone on 2,000 distinct texts (batches of 64): the baseline items/s;
@@ -10,6 +11,9 @@ One run, one process, a real embedded broker, the bundled model, the bundled def
    the job's process RSS at the start and the end;
 3. sustained rate: ``--backlog`` records are produced first, then the job catches up; its rate
    (records / time from first to last row written) as a fraction of the scoring-only rate.
+Records' event times are ``--event-spacing`` seconds apart: at 1 s a 10-minute run spans 8 hours
+of event time, far inside the 3-day horizon; at 30 s it fills the horizon after ~3 minutes and
+the novelty tracker's two horizons after ~6, so the state's memory can be seen to level off.
 """
 from __future__ import annotations
 
@@ -43,8 +47,8 @@ def text(i: int) -> str:
     return f"${TICKERS[i % len(TICKERS)]} {PHRASES[(i // len(TICKERS)) % len(PHRASES)]}, update {i}"
 
 
-def record(i: int) -> bytes:
-    return json.dumps({"id": f"b{i}", "text": text(i), "published_at": T0_MS + i * 1000,
+def record(i: int, event_s: float) -> bytes:
+    return json.dumps({"id": f"b{i}", "text": text(i), "published_at": T0_MS + int(event_s * 1000),
                        "source": "news" if i % 2 else "comment"}).encode()
 
 
@@ -70,10 +74,10 @@ def stream_args(bootstrap: str, db: str, group: str, until_idle: str) -> list[st
             "--until-idle", until_idle, "--metrics-interval", "10s"]
 
 
-def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[str, object]:
+def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s: float) -> dict[str, object]:
     """Warm-up record first (start-up is not latency), then ``rate`` records/s for ``duration`` s."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    producer.send("bench", record(0)).get(timeout=30)
+    producer.send("bench", record(0, 0.0)).get(timeout=30)
     sent_at: dict[str, float] = {}
     rss: dict[str, float] = {}
     rss_each_minute: list[float] = []
@@ -89,7 +93,7 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[st
             if delay > 0:
                 time.sleep(delay)
             sent_at[f"b{i}"] = time.time()
-            producer.send("bench", record(i))
+            producer.send("bench", record(i, i * spacing_s))
             if i % int(60 * rate) == 0:
                 rss_each_minute.append(rss_mib())
         producer.flush()
@@ -115,10 +119,11 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float) -> dict[st
             "rss_each_minute": rss_each_minute}
 
 
-def sustained(bootstrap: str, db: str, backlog: int) -> float:
+def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: int) -> float:
+    """The backlog's event times continue ``after`` the fixed-rate records' (none in the future)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for i in range(10**7, 10**7 + backlog):
-        producer.send("bench-backlog", record(i))
+    for j in range(backlog):
+        producer.send("bench-backlog", record(10**7 + j, (after + 1 + j) * spacing_s))
     producer.flush()
     producer.close()
     args = stream_args(bootstrap, db, "bench-backlog", "3s")
@@ -130,6 +135,8 @@ def sustained(bootstrap: str, db: str, backlog: int) -> float:
                                      "WHERE kafka_topic = 'bench-backlog'").fetchone()
     finally:
         con.close()
+    if not n or last == first:
+        raise SystemExit(f"backlog of {backlog} too small to time: {n} rows, all written at once")
     return n / (last - first)
 
 
@@ -138,6 +145,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--backlog", type=int, default=2000)
+    p.add_argument("--event-spacing", type=float, default=1.0, help="seconds of event time between records")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stream.quiet_library_logs()
@@ -147,14 +155,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(data_dir=Path(tmp) / "kafka") as broker:
         create_topics(broker.bootstrap_servers, ["bench", "bench-backlog"])
         db = str(Path(tmp) / "bench.duckdb")
-        latency = fixed_rate(broker.bootstrap_servers, db, args.rate, args.duration)
-        print(f"fixed rate {args.rate:g} msgs/s for {args.duration:g} s: {latency['stored']}/{latency['sent']} stored; "
+        latency = fixed_rate(broker.bootstrap_servers, db, args.rate, args.duration, args.event_spacing)
+        print(f"fixed rate {args.rate:g} msgs/s for {args.duration:g} s, event times {args.event_spacing:g} s apart: "
+              f"{latency['stored']}/{latency['sent']} stored; "
               f"produce -> row in DuckDB p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms, "
               f"max {latency['max_s'] * 1000:.0f} ms (job's own Kafka-timestamp -> commit: p50 "
               f"{latency['job_p50_s'] * 1000:.0f} ms, p99 {latency['job_p99_s'] * 1000:.0f} ms)")
         print(f"RSS at start {latency['rss_start_mib']:.0f} MiB, at end {latency['rss_end_mib']:.0f} MiB; "
               f"each minute: {', '.join(f'{m:.0f}' for m in latency['rss_each_minute'])} MiB")
-        rate = sustained(broker.bootstrap_servers, db, args.backlog)
+        rate = sustained(broker.bootstrap_servers, db, args.backlog, args.event_spacing, latency["sent"])
         print(f"sustained (catch-up of {args.backlog} records): {rate:,.0f} items/s = "
               f"{rate / baseline:.2f} of scoring-only")
 
