@@ -154,9 +154,11 @@ def _wait_for_commit(bootstrap: str, at_least: int, timeout_s: float, proc: subp
 def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp_path):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=1)
-    n = 300
+    # 1,000 records in bundles of 5 take the job seconds; checking the committed offset takes
+    # well under one, so the kill lands mid-stream (with 200 the job could finish first).
+    n, first = 1100, 1000
     rows = encode(records(n))
-    produce(bootstrap, rows[:200])
+    produce(bootstrap, rows[:first])
     db, log_path = tmp_path / "tp.duckdb", tmp_path / "stream.log"
 
     job = _stream_process(bootstrap, db, log_path)
@@ -165,8 +167,8 @@ def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp
     finally:
         job.kill()  # SIGKILL: no flush, no commit
         job.wait()
-    assert committed < 200
-    produce(bootstrap, rows[200:])
+    assert committed < first
+    produce(bootstrap, rows[first:])
 
     job = _stream_process(bootstrap, db, log_path)
     try:
