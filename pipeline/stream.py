@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from connectors.duckdb.sink import DuckDBSink
+from connectors.duckdb.sink import DuckDBSink, memory_limit
 from connectors.kafka.offsets import OffsetCommitter, forget_ledger, ledger_for
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--db", default=env_default("db", "tickerpulse.duckdb"), help="DuckDB file (this job is its writer)")
     out.add_argument("--snapshot-interval", type=duration_seconds, default=env_default("snapshot_interval", "5s"),
                      help="publish a read-only snapshot for query/dashboard this often (default 5s)")
+    out.add_argument("--duckdb-memory-limit", type=_memory_limit, default=env_default("duckdb_memory_limit"),
+                     metavar="SIZE", help="cap DuckDB's buffer cache, e.g. 512MB or 10%% (default: DuckDB's, 80%% of RAM)")
     add_aggregation_args(p)
     p.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
                      help="state: per-ticker state in the job, works on the local runner (default); "
@@ -75,6 +77,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value else None
+
+
+def _memory_limit(text: str) -> str:
+    try:
+        return memory_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def check(args: argparse.Namespace) -> AggregationConfig:
@@ -173,7 +182,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     control = run_control(run_id, args.until_idle)
     ledger = ledger_for(run_id)
     metrics = StreamMetrics(consumed=lambda: control.consumed, lag=control.total_lag)
-    sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval)
+    sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
     state, replayed, points = rebuild_state(sink, cfg)
     if replayed:
         sink.write(points=points)

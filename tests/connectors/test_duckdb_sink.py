@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.duckdb import arrow_rows
-from connectors.duckdb.sink import DuckDBSink
+from connectors.duckdb.sink import DuckDBSink, memory_limit
 from models.aggregation import SentimentPoint
 from pipeline.records import DeadLetter, Item
 
@@ -72,3 +72,11 @@ def test_snapshots_are_published_for_concurrent_readers(tmp_path):
         assert reader.execute("SELECT count(*) FROM items").fetchone()[0] == 2
     finally:
         reader.close()
+
+
+def test_memory_limit_caps_the_writer_and_bad_values_are_refused(tmp_path):
+    with DuckDBSink(str(tmp_path / "t.duckdb"), memory_limit="256MiB") as sink:
+        assert sink.con.execute("SELECT current_setting('memory_limit')").fetchone() == ("256.0 MiB",)
+    assert memory_limit("10%") == "10%"
+    with pytest.raises(ValueError, match="not a DuckDB memory limit: 'lots'"):
+        memory_limit("lots")

@@ -67,7 +67,7 @@ def stream_args(bootstrap: str, db: Path, *extra: str) -> list[str]:
             "--half-life", "1h", "6h", "--cadence", "5m", *extra]
 
 
-def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker, tmp_path):
+def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker, tmp_path, monkeypatch):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=2)
     good = records(40)
@@ -91,6 +91,7 @@ def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker,
     # rebuild rewrites the points in event-time order: equal up to float summation order.)
     points_sql = "SELECT ticker, ts, half_life_s, n_items, sentiment FROM ticker_sentiment ORDER BY ALL"
     before = query(db, points_sql)
+    monkeypatch.setenv("TICKERPULSE_DUCKDB_MEMORY_LIMIT", "256MB")  # a capped cache changes no result
     metrics = stream.run_stream(stream_args(bootstrap, db, "--until-idle", "1s"))
     assert metrics.consumed == 0
     assert query(db, "SELECT count(*) FROM items") == [(40,)]
@@ -223,9 +224,13 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
     assert main(["stream", "--topics", "news"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--bootstrap-servers is required" in err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["stream", "--bootstrap-servers", "x:1", "--topics", "t", "--until-idle", "soon"])
-    assert exit_info.value.code == 2
+    for flag, value, reason in (("--until-idle", "soon", "not a duration"),
+                                ("--duckdb-memory-limit", "lots", "not a DuckDB memory limit")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["stream", "--bootstrap-servers", "x:1", "--topics", "t", flag, value])
+        assert exit_info.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert flag in last and reason in last
 
 
 def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
