@@ -27,6 +27,11 @@ setup(
         "numpy",
         "tqdm",
         "prometheus_client",
+        # Company-name linking (docs/companies.md): the listed-company table, a multi-pattern
+        # matcher, and a dictionary that tells ordinary words ("Apple", "Next") from names.
+        "pytickersymbols>=1.17",
+        "pyahocorasick>=2.1",
+        "english-words>=2.0",
         "dash>=3,<5",  # the dashboard (docs/dashboard.md): bundles plotly.js, served locally
     ],
     extras_require={

@@ -159,7 +159,7 @@ def bench_sql(n_items: int, n_tickers: int, n_points: int) -> None:
         con.register("t_items", table)
         con.register("t_tags", tags)
         con.execute("INSERT INTO items BY NAME SELECT * FROM t_items")
-        con.execute("INSERT INTO item_tickers SELECT * FROM t_tags")
+        con.execute("INSERT INTO item_tickers SELECT *, 'field' AS link FROM t_tags")
         install_sentiment_macro(con)
         step_s = 900
         stop_us = start_us + span_us

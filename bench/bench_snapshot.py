@@ -32,7 +32,7 @@ SELECT 'id-' || i, TIMESTAMPTZ '2024-01-01 00:00:00+00' + to_seconds(i * 2), 'ne
        'bench', now(), NULL, NULL, NULL
 FROM range(?, ?) AS r(i);
 ---
-INSERT INTO item_tickers SELECT 'id-' || i, 'T' || (i % 100) FROM range(?, ?) AS r(i);
+INSERT INTO item_tickers SELECT 'id-' || i, 'T' || (i % 100), 'field' FROM range(?, ?) AS r(i);
 """
 
 

@@ -29,9 +29,9 @@ from connectors.files.readers import count_records, file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
-from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
+from pipeline.job_args import add_aggregation_args, add_linking_args, add_model_args, aggregation_config, linking
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
-from pipeline.tickers import load_aliases
+from pipeline.tickers import Linking
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
                                  ReadFiles, ReadKafkaRange, Relevance, ReportProgress, Score)
 
@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
                      help="only load a --parquet-out directory into --db, then exit")
     add_aggregation_args(p)
     add_model_args(p, DEFAULT_BATCH_SIZE)
-    p.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV", help="alias,ticker rows (company names)")
+    add_linking_args(p)
     p.add_argument("--progress-interval", type=duration_seconds, default=env_default("progress_interval", "5s"))
     return p
 
@@ -88,7 +88,7 @@ class Plan:
     paths: list[str]
     ranges: list[PartitionRange]
     expected: int | None
-    aliases: dict[str, str]
+    linking: Linking
     aggregation: AggregationConfig
 
 
@@ -100,14 +100,11 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
     aggregation = aggregation_config(args)
-    try:
-        aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
-    except (ValueError, OSError) as exc:
-        raise UsageError(str(exc)) from None
+    links = linking(args)
     paths = expand_inputs(args.input or [])
     ranges = kafka_ranges(args) if args.topics else []
     expected = sum(_count(path) for path in paths) + sum(r.size for r in ranges)
-    return Plan(paths, ranges, expected, aliases, aggregation)
+    return Plan(paths, ranges, expected, links, aggregation)
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
@@ -153,7 +150,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
               | "Parse" >> Parse())
     handler = SentimentModelHandler(args.model, args.device, args.quantize, batch_size=args.batch_size)
     scored = (parsed.items
-              | "Extract tickers" >> ExtractTickers(the_plan.aliases)
+              | "Extract tickers" >> ExtractTickers(the_plan.linking)
               | "Drop duplicate ids" >> DropDuplicateIds()
               | "Novelty" >> Novelty(args.horizon)
               | "Score" >> Score(handler))

@@ -5,6 +5,7 @@ import argparse
 
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, duration_seconds, env_default
+from pipeline.tickers import Linking, load_aliases
 
 
 def add_aggregation_args(p: argparse.ArgumentParser) -> None:
@@ -48,3 +49,20 @@ def aggregation_config(args: argparse.Namespace) -> AggregationConfig:
                                  horizon_s=args.horizon, cadence_s=args.cadence, top_k=args.top_k)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def add_linking_args(p: argparse.ArgumentParser) -> None:
+    link = p.add_argument_group("tickers (docs/companies.md)")
+    link.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV",
+                      help="alias,ticker rows: your own company names, extending and overriding the default table")
+    link.add_argument("--default-companies", action=argparse.BooleanOptionalAction,
+                      default=env_default("default_companies", "1") not in ("0", "false", "no"),
+                      help="link the ~1,800 listed companies of the shipped table by name (default on)")
+
+
+def linking(args: argparse.Namespace) -> Linking:
+    try:
+        aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    return Linking(aliases=aliases, default_companies=args.default_companies)

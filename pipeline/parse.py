@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from pipeline.records import DeadLetter, Item, RawRecord
-from pipeline.tickers import InvalidTicker, normalise_ticker
+from pipeline.tickers import FIELD, MAX_TICKERS, InvalidTicker, normalise_ticker
 
 STAGE = "parse"
 
@@ -20,7 +20,6 @@ STAGE = "parse"
 # the model only reads the first few hundred tokens anyway.
 MAX_TEXT_CHARS = 20_000
 MAX_FIELD_CHARS = 2_048  # id, source, url, author, lang
-MAX_TICKERS = 64
 
 # Event times outside [EARLIEST, now + FUTURE_TOLERANCE] are absurd (an epoch in seconds read
 # as milliseconds lands in 1970; a year 9999 is a typo) and would poison the aggregation.
@@ -97,13 +96,15 @@ def _parse(record: RawRecord, now: datetime) -> Item:
     item_id = _parse_id(obj)
     source = _optional_string(obj, "source") or DEFAULT_SOURCE
     extras = {name: _optional_string(obj, name) for name in _OPTIONAL_STRINGS}
+    tickers = _given_tickers(obj.get("tickers"))
     return Item(
         id=item_id,
         ts=_event_time(obj.get("published_at"), record.kafka_timestamp_ms, now),
         source=source,
         text=text,
         text_key=text_key(text),
-        tickers=_given_tickers(obj.get("tickers")),
+        tickers=tickers,
+        ticker_links=(FIELD,) * len(tickers),
         kafka_topic=record.kafka_topic,
         kafka_partition=record.kafka_partition,
         kafka_offset=record.kafka_offset,

@@ -41,6 +41,7 @@ class Item:
     text: str
     text_key: str  # hash of the normalised text (novelty)
     tickers: tuple[str, ...] = ()
+    ticker_links: tuple[str, ...] = ()  # how each of ``tickers`` was found: field, cashtag, alias, name
     url: str | None = None
     author: str | None = None
     lang: str | None = None

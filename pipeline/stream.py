@@ -30,13 +30,13 @@ from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
-from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
+from pipeline.job_args import add_aggregation_args, add_linking_args, add_model_args, aggregation_config, linking
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
                                         StreamRecencyAttention, StreamRun, WriteStream, register_run,
                                         unregister_run)
-from pipeline.tickers import load_aliases
+from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
                      help="state: per-ticker state in the job, works on the local runner (default); "
                           "windows: native event-time windows, for runners whose watermark advances")
     add_model_args(p, 64)
-    p.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV", help="alias,ticker rows (company names)")
+    add_linking_args(p)
     obs = p.add_argument_group("observability")
     obs.add_argument("--metrics-port", type=int, default=_int_or_none(env_default("metrics_port")),
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (off by default)")
@@ -99,12 +99,12 @@ def check(args: argparse.Namespace) -> AggregationConfig:
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig,
-          cfg: AggregationConfig, aliases: dict[str, str]) -> None:
+          cfg: AggregationConfig, links: Linking) -> None:
     """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
     run_id = source.run_id
     parsed = pipeline | "Read Kafka" >> ReadFromKafka(source) | "Parse" >> Parse()
     unique = (parsed.items
-              | "Extract tickers" >> ExtractTickers(aliases)
+              | "Extract tickers" >> ExtractTickers(links)
               | "Drop repeated ids" >> DropRepeatedIds(run_id))
     handler = SentimentModelHandler(args.model, args.device, args.quantize, batch_size=args.batch_size)
     scored = (unique.items
@@ -171,10 +171,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     args, beam_args = parser().parse_known_args(argv)
     fill_list_env_defaults(args, "topics")
     cfg = check(args)
-    try:
-        aliases = load_aliases(args.alias_csv) if args.alias_csv else {}
-    except (ValueError, OSError) as exc:
-        raise UsageError(str(exc)) from None
+    links = linking(args)
     run_id = f"stream-{uuid.uuid4()}"
     source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
                                until_idle_s=args.until_idle, max_records=args.max_poll_records,
@@ -196,7 +193,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     try:
         with stop_on_signals(control):
             pipeline = make_pipeline(beam_args)
-            build(pipeline, args, source, cfg, aliases)
+            build(pipeline, args, source, cfg, links)
             pipeline.run().wait_until_finish()
         log.info("rewrote %d points of the last horizon in event-time order", stream.settle(cfg))
     finally:

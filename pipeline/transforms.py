@@ -5,13 +5,14 @@ Every step that can refuse a record emits a ``DeadLetter`` on the tagged output 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
+from apache_beam.utils.shared import Shared
 
 from connectors.files.readers import file_format, read_records
 from connectors.kafka.range import PartitionRange, read_range
@@ -21,7 +22,7 @@ from pipeline.parse import parse_record
 from pipeline.progress import ProgressMeter
 from pipeline.records import DeadLetter, Item, RawRecord
 from pipeline.scoring import SentimentModelHandler
-from pipeline.tickers import TickerExtractor
+from pipeline.tickers import Linking
 
 DEAD = "dead"
 NAMESPACE = "tickerpulse"
@@ -92,25 +93,28 @@ class Parse(beam.PTransform):
 
 
 class _ExtractTickersFn(beam.DoFn):
-    def __init__(self, aliases: Mapping[str, str]) -> None:
-        self._aliases = dict(aliases)
+    def __init__(self, linking: Linking) -> None:
+        self._linking = linking
+        self._shared = Shared()  # one extractor (company table, automaton) per worker process
 
     def setup(self) -> None:
-        self._extractor = TickerExtractor(self._aliases)
+        self._extractor = self._shared.acquire(self._linking.extractor, tag=repr(self._linking))
 
     def process(self, item: Item) -> Iterator[Item]:
-        yield item.with_(tickers=self._extractor.extract(item.text, item.tickers))
+        links = self._extractor.extract(item.text, item.tickers)
+        yield item.with_(tickers=tuple(t for t, _ in links), ticker_links=tuple(how for _, how in links))
 
 
 class ExtractTickers(beam.PTransform):
-    """Adds cashtags and company aliases to the tickers the record named itself."""
+    """The record's own tickers, cashtags, the user's aliases and company names -> canonical
+    tickers, each with how it was found (docs/companies.md)."""
 
-    def __init__(self, aliases: Mapping[str, str] | None = None) -> None:
+    def __init__(self, linking: Linking | None = None) -> None:
         super().__init__()
-        self._aliases = dict(aliases or {})
+        self._linking = linking or Linking(aliases={})
 
     def expand(self, items: beam.PCollection[Item]) -> beam.PCollection[Item]:
-        return items | "Find tickers" >> beam.ParDo(_ExtractTickersFn(self._aliases))
+        return items | "Find tickers" >> beam.ParDo(_ExtractTickersFn(self._linking))
 
 
 def _preference(item: Item) -> tuple:

@@ -6,7 +6,7 @@ them as files that DuckDB later reads with ``read_parquet``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -24,7 +24,7 @@ ITEMS = pa.schema([
     ("model", pa.string()), ("ingested_at", _TS), ("kafka_topic", pa.string()),
     ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
 ])
-ITEM_TICKERS = pa.schema([("item_id", pa.string()), ("ticker", pa.string())])
+ITEM_TICKERS = pa.schema([("item_id", pa.string()), ("ticker", pa.string()), ("link", pa.string())])
 TOP_ITEM = pa.struct([("item_id", pa.string()), ("weight", pa.float64())])
 TICKER_SENTIMENT = pa.schema([
     ("ticker", pa.string()), ("ts", _TS), ("half_life_s", pa.float64()), ("sentiment", pa.float64()),
@@ -88,9 +88,14 @@ def items_table(items: Sequence[Item], ingested_at: datetime | None = None) -> p
     return pa.Table.from_pylist([item_row(item, now) for item in items], schema=ITEMS)
 
 
+def ticker_rows(item: Item) -> Iterator[dict]:
+    """One ``item_tickers`` row per ticker, with how it was linked."""
+    for ticker, link in zip(item.tickers, item.ticker_links, strict=True):
+        yield {"item_id": item.id, "ticker": ticker, "link": link}
+
+
 def item_tickers_table(items: Iterable[Item]) -> pa.Table:
-    pairs = [{"item_id": item.id, "ticker": ticker} for item in items for ticker in item.tickers]
-    return pa.Table.from_pylist(pairs, schema=ITEM_TICKERS)
+    return pa.Table.from_pylist([row for item in items for row in ticker_rows(item)], schema=ITEM_TICKERS)
 
 
 def dead_letters_table(dead: Sequence[DeadLetter], seen_at: datetime | None = None) -> pa.Table:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: item_tickers.link
 
 DDL = """
 CREATE TABLE IF NOT EXISTS items (
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE TABLE IF NOT EXISTS item_tickers (
     item_id VARCHAR NOT NULL,
-    ticker  VARCHAR NOT NULL,
+    ticker  VARCHAR NOT NULL,              -- canonical symbol: $BARC, BARC.L and "Barclays" are BARC.L
+    link    VARCHAR NOT NULL,              -- how it was found: field | cashtag | alias | name
     PRIMARY KEY (item_id, ticker)
 );
 CREATE TABLE IF NOT EXISTS ticker_sentiment (
@@ -67,10 +68,18 @@ TABLES = ("items", "item_tickers", "ticker_sentiment", "dead_letters")
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables if absent; safe to call on every start."""
+    """Create the tables if absent, upgrade a file of an older version; safe on every start."""
     con.execute("SET TimeZone = 'UTC'")
     con.execute(DDL)
+    _upgrade(con)
     con.execute(
-        "INSERT INTO schema_info VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO schema_info VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
         [str(SCHEMA_VERSION)],
     )
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection) -> None:
+    columns = {row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'item_tickers'").fetchall()}
+    if "link" not in columns:  # version 1 did not record how a ticker was found
+        con.execute("ALTER TABLE item_tickers ADD COLUMN link VARCHAR DEFAULT 'unrecorded'")

@@ -20,11 +20,6 @@ def _item_rows(item: Item) -> Iterator[dict]:
     yield arrow_rows.item_row(item, datetime.now(timezone.utc))
 
 
-def _ticker_rows(item: Item) -> Iterator[dict]:
-    for ticker in item.tickers:
-        yield {"item_id": item.id, "ticker": ticker}
-
-
 def _dead_rows(dead: DeadLetter) -> Iterator[dict]:
     yield arrow_rows.dead_letter_row(dead, datetime.now(timezone.utc))
 
@@ -40,7 +35,7 @@ class WriteParquetTables(beam.PTransform):
         tables: dict[str, beam.PCollection] = {}
         if "items" in inputs:
             tables["items"] = inputs["items"] | "Item rows" >> beam.FlatMap(_item_rows)
-            tables["item_tickers"] = inputs["items"] | "Ticker rows" >> beam.FlatMap(_ticker_rows)
+            tables["item_tickers"] = inputs["items"] | "Ticker rows" >> beam.FlatMap(arrow_rows.ticker_rows)
         if "dead_letters" in inputs:
             tables["dead_letters"] = inputs["dead_letters"] | "Dead letter rows" >> beam.FlatMap(_dead_rows)
         if "points" in inputs:

@@ -17,6 +17,7 @@ TS = datetime(2024, 5, 1, 8, tzinfo=timezone.utc)
 
 def scored(item_id: str, tickers=("AAPL",)) -> Item:
     return Item(id=item_id, ts=TS, source="news", text=f"text {item_id}", text_key="k", tickers=tickers,
+                ticker_links=("field",) * len(tickers),
                 label="positive", score=0.5, probs=(0.1, 0.3, 0.6), confidence=0.6, relevance=-0.5, model="m@1")
 
 
@@ -80,3 +81,18 @@ def test_memory_limit_caps_the_writer_and_bad_values_are_refused(tmp_path):
     assert memory_limit("10%") == "10%"
     with pytest.raises(ValueError, match="not a DuckDB memory limit: 'lots'"):
         memory_limit("lots")
+
+
+def test_a_version_1_file_gains_the_link_column(tmp_path):
+    db = str(tmp_path / "v1.duckdb")
+    with duckdb.connect(db) as con:  # item_tickers as schema version 1 wrote it
+        con.execute("CREATE TABLE item_tickers (item_id VARCHAR NOT NULL, ticker VARCHAR NOT NULL, "
+                    "PRIMARY KEY (item_id, ticker))")
+        con.execute("INSERT INTO item_tickers VALUES ('old', 'AAPL')")
+        con.execute("CREATE TABLE schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("INSERT INTO schema_info VALUES ('schema_version', '1')")
+    with DuckDBSink(db) as sink:
+        sink.write([scored("new", ("MSFT",))])
+        assert sink.con.execute("SELECT * FROM item_tickers ORDER BY item_id").fetchall() == [
+            ("new", "MSFT", "field"), ("old", "AAPL", "unrecorded")]
+        assert sink.con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone() == ("2",)

@@ -49,7 +49,7 @@ def store(con: duckdb.DuckDBPyConnection, items) -> None:
     con.register("new_items", table)
     con.register("new_tags", tags)
     con.execute("INSERT INTO items BY NAME SELECT * FROM new_items")
-    con.execute("INSERT INTO item_tickers SELECT * FROM new_tags")
+    con.execute("INSERT INTO item_tickers SELECT *, 'field' AS link FROM new_tags")
 
 
 def by_ticker(items):

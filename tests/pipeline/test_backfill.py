@@ -68,15 +68,15 @@ def test_backfill_jsonl_counts_dead_letters_and_idempotent_rerun(corpus, tmp_pat
         assert f"{corpus}:4" in locations
         novelty = dict(con.execute("SELECT id, novelty_n FROM items WHERE id IN ('s1', 's2', 's3')").fetchall())
         assert novelty == {"s1": 0, "s2": 1, "s3": 2}
-        tickers = con.execute("SELECT item_id, ticker FROM item_tickers ORDER BY ALL").fetchall()
-        assert ("a2", "AAPL") in tickers and ("s3", "TSLA") in tickers
-        assert not [t for t in tickers if t[0] == "m1"]
+        tickers = con.execute("SELECT item_id, ticker, link FROM item_tickers ORDER BY ALL").fetchall()
+        assert ("a2", "AAPL", "field") in tickers and ("s3", "TSLA", "cashtag") in tickers
+        assert ("m1", "MSFT", "name") in tickers  # named, not tagged: the default company table
         labels = dict(con.execute("SELECT id, label FROM items").fetchall())
         assert labels["a1"] == "positive" and labels["a2"] == "negative"
         scored = con.execute("SELECT min(score), max(score), min(confidence), count(DISTINCT model) FROM items").fetchone()
         assert -1 <= scored[0] <= scored[1] <= 1 and scored[2] > 0.3 and scored[3] == 1
         points = con.execute("SELECT ticker, half_life_s, count(*) FROM ticker_sentiment GROUP BY ALL ORDER BY ALL").fetchall()
-        assert {(t, h) for t, h, _ in points} == {(t, h) for t in ("AAPL", "NVDA", "TSLA") for h in (3600.0, 21600.0)}
+        assert {(t, h) for t, h, _ in points} == {(t, h) for t in ("AAPL", "MSFT", "NVDA", "TSLA") for h in (3600.0, 21600.0)}
         aapl = con.execute("SELECT sentiment, n_items, top_items FROM ticker_sentiment "
                            "WHERE ticker = 'AAPL' AND half_life_s = 3600 ORDER BY ts DESC LIMIT 1").fetchone()
         assert aapl[1] == 2 and aapl[2][0]["item_id"] == "a2"  # the fresher item weighs more
@@ -85,6 +85,20 @@ def test_backfill_jsonl_counts_dead_letters_and_idempotent_rerun(corpus, tmp_pat
 
     assert backfill.run(argv) == 0
     assert snapshot(db) == first
+
+
+def test_no_default_companies_links_only_fields_cashtags_and_aliases(corpus, tmp_path):
+    db = str(tmp_path / "plain.duckdb")
+    aliases = tmp_path / "aliases.csv"
+    aliases.write_text("alias,ticker\nMicrosoft,MSFT\n")
+    assert backfill.run(["--input", str(corpus), "--db", db, "--no-default-companies"]) == 0
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM item_tickers WHERE item_id = 'm1'").fetchone() == (0,)
+        assert con.execute("SELECT DISTINCT link FROM item_tickers ORDER BY 1").fetchall() == [("cashtag",), ("field",)]
+    db = str(tmp_path / "aliased.duckdb")
+    assert backfill.run(["--input", str(corpus), "--db", db, "--no-default-companies", "--alias-csv", str(aliases)]) == 0
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT ticker, link FROM item_tickers WHERE item_id = 'm1'").fetchall() == [("MSFT", "alias")]
 
 
 def test_parquet_out_then_import_matches_the_direct_sink(corpus, tmp_path):

@@ -21,7 +21,8 @@ def items(n: int, seed: int = 5) -> list[Item]:
         ts = T0 + i * 37.0
         tickers = ("AAA",) if i % 3 else ("AAA", "BBB")
         out.append(Item(id=f"i{i}", ts=datetime.fromtimestamp(ts, timezone.utc), source="news", text=f"t{i}",
-                        text_key=f"k{i % 7}", tickers=tickers, score=rng.uniform(-1, 1),
+                        text_key=f"k{i % 7}", tickers=tickers, ticker_links=("field",) * len(tickers),
+                        score=rng.uniform(-1, 1),
                         relevance=rng.uniform(-1, 0), probs=(0.2, 0.3, 0.5), confidence=0.5, label="positive",
                         model="m"))
     return out
