@@ -16,6 +16,7 @@ import duckdb
 
 from connectors.duckdb.snapshot import ReadConnection, open_for_read
 from dashboards.sql import install_trend_sql, trend_series
+from models.aggregation_config import DEFAULT_HALF_LIFE_S
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
 
 FORMATS = ("table", "csv", "json")
@@ -117,8 +118,8 @@ def trend(argv: list[str]) -> int:
                         help="end of the window: now (default), latest (the ticker's newest item) or ISO-8601")
     parser.add_argument("--bucket", type=duration_seconds, default=env_default("bucket", "15m"),
                         help="bucket width (default 15m)")
-    parser.add_argument("--half-life", type=duration_seconds, default=env_default("half_life", "2h"),
-                        help="half-life of the recency weighting (default 2h)")
+    parser.add_argument("--half-life", type=duration_seconds, default=env_default("half_life", f"{DEFAULT_HALF_LIFE_S:g}s"),
+                        help=f"half-life of the recency weighting (default {DEFAULT_HALF_LIFE_S / 3600:g}h)")
     parser.add_argument("--format", choices=FORMATS, default=env_default("format", "table"))
     args = parser.parse_args(argv)
     ticker = args.ticker.strip().upper().lstrip("$")

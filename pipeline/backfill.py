@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from connectors.files.readers import count_records, file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
-from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config
+from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config, check_db_path
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import load_aliases
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
@@ -185,6 +186,7 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
 def import_parquet(args: argparse.Namespace) -> dict[str, int]:
     if not FileSystems.exists(args.import_parquet):
         raise UsageError(f"--import-parquet {args.import_parquet!r} does not exist")
+    check_db_path(args.db)
     with DuckDBSink(args.db) as sink:
         return sink.import_parquet(args.import_parquet)
 
@@ -194,6 +196,7 @@ def run_backfill(argv: list[str]) -> Summary:
     pipeline = make_pipeline(beam_args)
     the_plan = plan(args)
     if not args.parquet_out:
+        check_db_path(args.db)
         with DuckDBSink(args.db):  # the schema exists even when every record is refused
             pass
     started = time.monotonic()
@@ -207,6 +210,11 @@ def run_backfill(argv: list[str]) -> Summary:
     return Summary(seconds=time.monotonic() - started, **counters)
 
 
+# Exit status of a run that read records but stored none of them, only dead letters (a CSV
+# without published_at, a wrong file): almost certainly not what was meant.
+EXIT_ONLY_DEAD_LETTERS = 3
+
+
 def run(argv: list[str]) -> int:
     # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
     logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
@@ -216,5 +224,10 @@ def run(argv: list[str]) -> int:
         print(f"imported {args.import_parquet} into {args.db}: "
               + ", ".join(f"{count:,} new {table}" for table, count in written.items()))
         return 0
-    print(run_backfill(argv).line())
+    summary = run_backfill(argv)
+    print(summary.line())
+    if summary.dead_letters and not summary.scored:
+        print(f"tickerpulse backfill: warning: all {summary.dead_letters:,} records were dead-lettered, none stored; "
+              "see SELECT reason, count(*) FROM dead_letters GROUP BY ALL", file=sys.stderr)
+        return EXIT_ONLY_DEAD_LETTERS
     return 0

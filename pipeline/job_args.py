@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from models.aggregation import AggregationConfig
-from pipeline.cli_args import UsageError, duration_seconds, env_default
+from models.aggregation_config import DEFAULT_HALF_LIFE_S
+from pipeline.cli_args import UsageError, duration_seconds, env_default, env_flag
 
 
 def add_aggregation_args(p: argparse.ArgumentParser) -> None:
     agg = p.add_argument_group("aggregation")
     agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
-                     help="one or more half-lives (default 1h 6h; env TICKERPULSE_HALF_LIFE=1h,6h)")
+                     help=f"one or more half-lives (default {DEFAULT_HALF_LIFE_S / 3600:g}h; env TICKERPULSE_HALF_LIFE=1h,6h)")
     agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
                      help="event-time step of ticker_sentiment points (default 5m)")
     agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
                      help="items older than this do not count (aggregation and novelty; default 3d)")
-    agg.add_argument("--top-k", type=int, default=int(env_default("top_k", "5")),
+    agg.add_argument("--top-k", type=int, default=env_default("top_k", "5"),
                      help="items kept per point as the explanation")
 
 
@@ -24,13 +26,22 @@ def add_model_args(p: argparse.ArgumentParser, default_batch_size: int) -> None:
     model.add_argument("--model", default=env_default("model"), metavar="PATH",
                        help="checkpoint directory (default: bundled)")
     model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
-    model.add_argument("--batch-size", type=int, default=int(env_default("batch_size", str(default_batch_size))),
+    model.add_argument("--batch-size", type=int, default=env_default("batch_size", str(default_batch_size)),
                        help=f"largest scoring batch (default {default_batch_size})")
     # int8 dynamic quantization scales activations per batch, so a score would depend on which
     # records share its batch; pipelines default to fp32 so the same records give the same results.
     model.add_argument("--quantize", action=argparse.BooleanOptionalAction,
-                       default=env_default("quantize", "0") in ("1", "true", "yes"),
+                       default=env_flag("quantize"),
                        help="int8 on CPU: faster, but scores then vary slightly with batching (default off)")
+
+
+def check_db_path(db: str) -> None:
+    """A --db whose directory does not exist is a bad argument, not a DuckDB traceback."""
+    directory = os.path.dirname(os.path.abspath(db))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--db {db}: directory {directory} does not exist")
+    if os.path.isdir(db):
+        raise UsageError(f"--db {db} is a directory, not a DuckDB file")
 
 
 def aggregation_config(args: argparse.Namespace) -> AggregationConfig:

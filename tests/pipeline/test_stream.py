@@ -261,3 +261,10 @@ def test_native_event_time_windows_build_for_runners_whose_watermark_advances(ka
     names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
     assert any(name.endswith("Aggregate/Horizon windows") for name in names)
     assert not any("Update ticker state" in name for name in names)
+
+
+def test_a_db_in_a_missing_directory_is_one_line(tmp_path, capsys):
+    db = tmp_path / "no" / "x.duckdb"
+    assert main(["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.strip() == (f"tickerpulse stream: error: --db {db}: "
+                                               f"directory {tmp_path}/no does not exist")
