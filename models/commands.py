@@ -246,10 +246,13 @@ def evaluate(argv: list[str]) -> int:
 
     from models.data import LABELS
     from models.training import evaluate as run_eval
+    from pipeline.progress import ProgressMeter
 
     engine = _load_engine(args)
     started = time.monotonic()
-    f1, accuracy, confusion = run_eval(engine, data)
+    progress = ProgressMeter("eval", total=len(data))
+    f1, accuracy, confusion = run_eval(engine, data, on_progress=progress.add)
+    progress.done()
     seconds = time.monotonic() - started
     if args.json:
         print(json.dumps({"model": engine.name, "rows": len(data), "accuracy": accuracy, "macro_f1": f1,

@@ -106,6 +106,16 @@ def test_score_defaults_to_fp32_like_the_pipelines(monkeypatch):
     assert parser.parse_args(["--quantize"]).quantize is True
 
 
+def test_eval_reports_progress_on_the_progress_logger(tmp_path, tiny_model, caplog):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\nshares soar,1\nshares sink,0\nmeeting on monday,2\n")
+    with caplog.at_level("INFO", logger="tickerpulse.progress"):
+        assert main(["eval", "--data", str(data), "--model", str(tiny_model), "--json",
+                     "--label-map", "0=negative,1=positive,2=neutral"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "tickerpulse.progress"]
+    assert lines and lines[-1].startswith("eval: 3/3, ")
+
+
 def test_eval_prints_accuracy_macro_f1_and_confusion(tmp_path, tiny_model, capsys):
     data = tmp_path / "d.csv"
     data.write_text("text,label\nshares soar,1\nshares sink,0\nmeeting on monday,2\n")
