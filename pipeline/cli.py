@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("dashboards.commands:query", "run SQL against a TickerPulse DuckDB file"),
     "trend": ("dashboards.commands:trend", "sentiment trend of one ticker by time bucket"),
     "dashboard": ("dashboards.commands:dashboard", "serve the live dashboard over a DuckDB file"),
+    "broker": ("pipeline.broker:run", "run the embedded Kafka-protocol broker until Ctrl-C (for trying stream by hand)"),
 }
 
 
