@@ -44,9 +44,17 @@ def check_db_path(db: str) -> None:
         raise UsageError(f"--db {db} is a directory, not a DuckDB file")
 
 
+# One item can make its ticker emit a point per cadence step across a horizon (a jump in event
+# time), so the ratio bounds the work per record; the defaults give 864.
+MAX_STEPS_PER_HORIZON = 100_000
+
+
 def aggregation_config(args: argparse.Namespace) -> AggregationConfig:
     if args.top_k < 0:
         raise UsageError("--top-k must be >= 0")
+    if args.horizon / args.cadence > MAX_STEPS_PER_HORIZON:
+        raise UsageError(f"--horizon/--cadence gives {args.horizon / args.cadence:,.0f} steps; "
+                         f"at most {MAX_STEPS_PER_HORIZON:,}")
     half_lives = args.half_life
     if not half_lives:
         env = env_default("half_life")

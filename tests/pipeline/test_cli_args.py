@@ -86,3 +86,10 @@ def test_env_flags(monkeypatch):
     monkeypatch.setenv("TICKERPULSE_QUANTIZE", "maybe")
     with pytest.raises(UsageError, match="TICKERPULSE_QUANTIZE='maybe'"):
         env_flag("quantize")
+
+
+def test_horizon_over_cadence_is_bounded(capsys):
+    from pipeline.cli import main
+
+    assert main(["backfill", "--input", "x.jsonl", "--cadence", "1s", "--horizon", "30d"]) == 2
+    assert "--horizon/--cadence gives 2,592,000 steps; at most 100,000" in capsys.readouterr().err
