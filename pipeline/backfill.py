@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from dataclasses import dataclass
 
@@ -30,7 +29,8 @@ from connectors.files.readers import count_records, file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
-from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config, check_db_path
+from pipeline.job_args import (add_aggregation_args, add_model_args, aggregation_config, check_db_path,
+                               exit_status)
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import load_aliases
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
@@ -210,11 +210,6 @@ def run_backfill(argv: list[str]) -> Summary:
     return Summary(seconds=time.monotonic() - started, **counters)
 
 
-# Exit status of a run that read records but stored none of them, only dead letters (a CSV
-# without published_at, a wrong file): almost certainly not what was meant.
-EXIT_ONLY_DEAD_LETTERS = 3
-
-
 def run(argv: list[str]) -> int:
     # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
     logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
@@ -226,8 +221,4 @@ def run(argv: list[str]) -> int:
         return 0
     summary = run_backfill(argv)
     print(summary.line())
-    if summary.dead_letters and not summary.scored:
-        print(f"tickerpulse backfill: warning: all {summary.dead_letters:,} records were dead-lettered, none stored; "
-              "see SELECT reason, count(*) FROM dead_letters GROUP BY ALL", file=sys.stderr)
-        return EXIT_ONLY_DEAD_LETTERS
-    return 0
+    return exit_status("backfill", summary.scored, summary.dead_letters)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from models.aggregation import AggregationConfig
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
@@ -33,6 +34,20 @@ def add_model_args(p: argparse.ArgumentParser, default_batch_size: int) -> None:
     model.add_argument("--quantize", action=argparse.BooleanOptionalAction,
                        default=env_flag("quantize"),
                        help="int8 on CPU: faster, but scores then vary slightly with batching (default off)")
+
+
+# Exit status of a run that stored nothing but dead letters (a CSV without published_at, the
+# wrong file, a producer sending garbage): almost certainly not what was meant.
+EXIT_ONLY_DEAD_LETTERS = 3
+
+
+def exit_status(command: str, scored: int, dead_letters: int) -> int:
+    """0, or EXIT_ONLY_DEAD_LETTERS with a warning on stderr when every record was dead-lettered."""
+    if dead_letters and not scored:
+        print(f"tickerpulse {command}: warning: all {dead_letters:,} records were dead-lettered, none stored; "
+              "see SELECT reason, count(*) FROM dead_letters GROUP BY ALL", file=sys.stderr)
+        return EXIT_ONLY_DEAD_LETTERS
+    return 0
 
 
 def check_db_path(db: str) -> None:

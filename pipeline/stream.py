@@ -30,7 +30,7 @@ from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
-from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config, check_db_path
+from pipeline.job_args import add_aggregation_args, add_model_args, aggregation_config, check_db_path, exit_status
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
@@ -222,4 +222,4 @@ def run(argv: list[str]) -> int:
     quiet_library_logs()
     metrics = run_stream(argv)
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
-    return 0
+    return exit_status("stream", metrics.scored, metrics.dead_lettered)

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import backfill
 from pipeline.cli import main
+from pipeline.job_args import EXIT_ONLY_DEAD_LETTERS
 
 T0 = 1714550400000  # 2024-05-01T08:00Z, epoch ms
 TABLES = ("items", "item_tickers", "ticker_sentiment", "dead_letters")
@@ -196,7 +197,7 @@ def test_a_run_that_stores_only_dead_letters_warns_and_exits_3(tmp_path, capsys)
     path = tmp_path / "no_times.csv"
     path.write_text("id,text\n1,$AAPL beats\n2,$MSFT misses\n")
     db = str(tmp_path / "x.duckdb")
-    assert main(["backfill", "--input", str(path), "--db", db]) == backfill.EXIT_ONLY_DEAD_LETTERS == 3
+    assert main(["backfill", "--input", str(path), "--db", db]) == EXIT_ONLY_DEAD_LETTERS == 3
     captured = capsys.readouterr()
     assert "scored 0, dead-lettered 2" in captured.out
     assert "warning: all 2 records were dead-lettered, none stored" in captured.err
