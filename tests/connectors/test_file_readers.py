@@ -143,3 +143,23 @@ def test_any_bytes_in_any_reader_become_items_or_dead_letters(data, fmt):
     """No reader raises on content, and every record it yields parses to an Item or a DeadLetter."""
     for record in read_records(io.BytesIO(data), "fuzz" + fmt):
         assert isinstance(parse_record(record), (Item, DeadLetter))
+
+
+def test_a_damaged_gzip_keeps_the_records_before_the_damage_and_refuses_the_rest(tmp_path):
+    import gzip
+
+    from pipeline.transforms import _read_file
+
+    good = b"".join(b'{"id": "%d", "text": "x", "published_at": 1714550400000}\n' % i for i in range(2000))
+    compressed = bytearray(gzip.compress(good + b"y" * 200_000))
+    compressed[len(compressed) // 2:len(compressed) // 2 + 64] = b"\x00" * 64  # damage in the middle
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(bytes(compressed))
+    records = list(_read_file(str(path)))
+    refused = [r for r in records if r.refused]
+    assert len(refused) == 1 and refused[0] is records[-1]
+    assert refused[0].refused.startswith("cannot decompress") and refused[0].raw == bytes(compressed)
+    assert parse_record(refused[0]).stage == "read"
+    (tmp_path / "not.jsonl.gz").write_bytes(b"plain text, not gzip")
+    (only,) = _read_file(str(tmp_path / "not.jsonl.gz"))
+    assert only.refused.startswith("cannot decompress")
