@@ -1,12 +1,14 @@
 """The read-side commands: ``query``, ``trend`` and ``dashboard`` (docs/sql.md, docs/dashboard.md).
 
 Each opens the database with ``open_for_read``, so it works while a streaming job writes the file
-(it then reads the newest snapshot and says how old its data is, on stderr).
+(it then reads the newest snapshot and says how old its data is, on stderr), installs the macros
+and locks the connection down (``connectors.duckdb.sandbox``): no file system, no other database.
 """
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
@@ -14,11 +16,15 @@ from typing import TextIO
 
 import duckdb
 
+from connectors.duckdb.sandbox import Refused, lock_down, single_statement
 from connectors.duckdb.snapshot import ReadConnection, open_for_read
 from dashboards.sql import install_trend_sql, trend_series
+from models.aggregation_config import DEFAULT_HALF_LIFE_S
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
+from pipeline.tickers import InvalidTicker, normalise_ticker
 
 FORMATS = ("table", "csv", "json")
+MAX_SINCE_S = 100 * 365 * 86400.0  # a window start must stay a representable time
 
 
 def _add_db(parser) -> None:
@@ -35,7 +41,18 @@ def _open(db: str) -> ReadConnection:
         print(f"reading snapshot {reader.path} (data {reader.age_s:.1f} s old): a writer holds {db}",
               file=sys.stderr)
     install_trend_sql(reader.con)
+    lock_down(reader.con)
     return reader
+
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a
+# terminal shows: printed escaped in tables, so a stored text cannot drive the reader's terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda m: _NAMED_ESCAPES.get(m.group(), m.group().encode("unicode_escape").decode()), text)
 
 
 def _text(value: object) -> str:
@@ -72,7 +89,7 @@ def write_result(columns: Sequence[str], rows: Sequence[tuple], fmt: str, out: T
         json.dump([{c: _json_value(v) for c, v in zip(columns, row)} for row in rows], out, indent=1)
         out.write("\n")
     else:
-        cells = [list(columns)] + [[_text(v) for v in row] for row in rows]
+        cells = [[escape_controls(c) for c in columns]] + [[escape_controls(_text(v)) for v in row] for row in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -80,7 +97,8 @@ def write_result(columns: Sequence[str], rows: Sequence[tuple], fmt: str, out: T
 
 
 def query(argv: list[str]) -> int:
-    """``query --db PATH "SQL" [--format table|csv|json]``: any read-only SQL, macros installed."""
+    """``query --db PATH "SQL" [--format table|csv|json]``: one read-only statement, macros installed,
+    no file system or other database (a refusal is one line, exit 2)."""
     parser = command_parser("query", "Run SQL against a TickerPulse DuckDB file (docs/sql.md).")
     _add_db(parser)
     parser.add_argument("sql", help="the SQL to run; the trend macros of docs/sql.md are installed")
@@ -88,7 +106,9 @@ def query(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     with _open(args.db) as reader:
         try:
-            result = reader.con.execute(args.sql)
+            result = reader.con.execute(single_statement(reader.con, args.sql))
+        except Refused as exc:
+            raise UsageError(str(exc)) from exc
         except duckdb.Error as exc:
             raise UsageError(f"SQL failed: {str(exc).splitlines()[0]}") from exc
         columns = [d[0] for d in result.description] if result.description else []
@@ -102,7 +122,7 @@ def _until(text: str) -> datetime | str:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise UsageError(f"--until: not a time: {text!r} (use now, latest or ISO-8601)") from exc
+        raise UsageError(f"--until: not a time: {text[:64]!r} (use now, latest or ISO-8601)") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
@@ -117,13 +137,18 @@ def trend(argv: list[str]) -> int:
                         help="end of the window: now (default), latest (the ticker's newest item) or ISO-8601")
     parser.add_argument("--bucket", type=duration_seconds, default=env_default("bucket", "15m"),
                         help="bucket width (default 15m)")
-    parser.add_argument("--half-life", type=duration_seconds, default=env_default("half_life", "2h"),
-                        help="half-life of the recency weighting (default 2h)")
+    parser.add_argument("--half-life", type=duration_seconds, default=env_default("half_life", f"{DEFAULT_HALF_LIFE_S:g}s"),
+                        help=f"half-life of the recency weighting (default {DEFAULT_HALF_LIFE_S / 3600:g}h)")
     parser.add_argument("--format", choices=FORMATS, default=env_default("format", "table"))
     args = parser.parse_args(argv)
-    ticker = args.ticker.strip().upper().lstrip("$")
+    try:
+        ticker = normalise_ticker(args.ticker)
+    except InvalidTicker as exc:
+        raise UsageError(f"--ticker: {exc}") from None
     if args.since / args.bucket > 10_000:
         raise UsageError(f"--since/--bucket gives {args.since / args.bucket:.0f} buckets; at most 10000")
+    if args.since > MAX_SINCE_S:
+        raise UsageError(f"--since: at most {MAX_SINCE_S // 86400:.0f} days")
     until = _until(args.until)
     with _open(args.db) as reader:
         newest = reader.con.execute(

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 LN2 = math.log(2.0)
+# The one default half-life of every command (pipelines, demo, trend, dashboard).
+DEFAULT_HALF_LIFE_S = 3600.0
 
 
 @dataclass(frozen=True)
 class AggregationConfig:
     """Half-lives h (a row each), horizon H, the as-of grid step and the explanation size."""
 
-    half_lives_s: tuple[float, ...] = (3600.0, 21600.0)  # 1 h and 6 h
+    half_lives_s: tuple[float, ...] = (DEFAULT_HALF_LIFE_S,)
     horizon_s: float = 3 * 86400.0
     cadence_s: float = 300.0
     top_k: int = 5

@@ -217,10 +217,8 @@ class TickerState:
             self.item_scores.append(score)
             for column, kappa in zip(self.item_kappas, kappas):
                 column.append(kappa)
-        else:  # out of order: insert at its time position (late items are rare and near the end)
-            position = len(times)
-            while position > self.head and times[position - 1] > ts_s:
-                position -= 1
+        else:  # out of order: insert at its time position (a bisection: producers may send any order)
+            position = bisect.bisect_right(times, ts_s, self.head)
             times.insert(position, ts_s)
             self.item_id_list.insert(position, item_id)
             self.item_scores.insert(position, score)

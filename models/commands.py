@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from pipeline.cli_args import ArgumentParser, UsageError, command_parser, env_default
+from pipeline.cli_args import ArgumentParser, UsageError, command_parser, env_default, env_flag
+from pipeline.parse import MAX_RECORD_BYTES, MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 512  # lines scored together: enough for full batches, small enough to stream
@@ -21,9 +22,10 @@ def _model_flags(parser: ArgumentParser) -> None:
     parser.add_argument("--model", default=env_default("model"),
                         help="local checkpoint or bundle directory (default: the bundled model)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
-    parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=_env_bool("quantize"),
-                        help="int8 dynamic quantization on CPU (default: as validated for the model)")
-    parser.add_argument("--batch-size", type=_positive_int, default=int(env_default("batch_size", "64")))
+    parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=env_flag("quantize"),
+                        help="int8 dynamic quantization on CPU: faster, scores differ slightly "
+                             "(default off: fp32, the precision the pipelines store)")
+    parser.add_argument("--batch-size", type=_positive_int, default=env_default("batch_size", "64"))
     parser.add_argument("--model-labels", default=env_default("model_labels"),
                         help="comma-separated class names of the checkpoint's outputs, in order, "
                              "for checkpoints whose labels say nothing (LABEL_0, ...)")
@@ -42,7 +44,11 @@ def _load_engine(args: argparse.Namespace):
 
 
 def score(argv: list[str]) -> int:
-    """Score ``{"id", "text"}`` JSON lines; a malformed line is reported and skipped."""
+    """Score ``{"id", "text"}`` JSON lines; a malformed line gets an error line and is skipped.
+
+    The output has one line per non-blank input line, in order: a score, or
+    ``{"line": N, "error": REASON}`` (with ``"id"`` when the line had one).
+    """
     parser = command_parser("score", "score a JSONL file with the sentiment model")
     parser.add_argument("--input", default="-", help="JSONL input, '-' for stdin")
     parser.add_argument("--output", default="-", help="JSONL output, '-' for stdout")
@@ -54,15 +60,20 @@ def score(argv: list[str]) -> int:
 
     engine = _load_engine(args)
     scored = bad = 0
-    with _open(args.input, "r") as source, _open(args.output, "w") as sink:
+    with _open(args.input, "rb") as source, _open(args.output, "w") as sink:
         for chunk in _chunks(_parsed_lines(source), SCORE_CHUNK):
-            good = [(n, rec) for n, rec, reason in chunk if reason is None]
-            for n, _, reason in chunk:
+            good = [rec for _, rec, reason in chunk if reason is None]
+            predictions = iter(engine.predict([rec["text"] for rec in good]))
+            for n, rec, reason in chunk:
                 if reason is not None:
                     bad += 1
                     print(f"tickerpulse score: line {n}: {reason}", file=sys.stderr)
-            predictions = engine.predict([rec["text"] for _, rec in good])
-            for (_, rec), pred in zip(good, predictions):
+                    error = {"line": n, "error": reason}
+                    if isinstance(rec, dict) and "id" in rec:
+                        error["id"] = rec["id"]
+                    sink.write(json.dumps(error) + "\n")
+                    continue
+                pred = next(predictions)
                 sink.write(json.dumps({
                     "id": rec["id"], "label": pred.label, "score": round(pred.score, 6),
                     "probs": dict(zip(LABELS, (round(p, 6) for p in pred.probs))),
@@ -70,28 +81,54 @@ def score(argv: list[str]) -> int:
                 }) + "\n")
             sink.flush()
             scored += len(good)
-    log.info("scored %d lines, skipped %d malformed", scored, bad)
+    log.info("scored %d lines, %d malformed (error lines in the output)", scored, bad)
     return 0
 
 
-def _parsed_lines(source: IO[str]) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(line number, record, reason it is malformed or None); blank lines are skipped."""
-    for number, line in enumerate(source, start=1):
+def _parsed_lines(source: IO[bytes]) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record, reason it is malformed or None) for each non-blank line of bytes.
+
+    A malformed line's record is the decoded object when there was one (for its id), else None.
+    """
+    for number, line in enumerate(iter(source.readline, b""), start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_RECORD_BYTES:
+            yield number, None, f"line too long: {len(line):,} bytes > {MAX_RECORD_BYTES:,}"
+            continue
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            yield number, None, f"not UTF-8: byte {exc.start} is invalid"
+            continue
         except json.JSONDecodeError as exc:
             yield number, None, f"not JSON ({exc.msg})"
             continue
-        if not isinstance(record, dict):
-            yield number, None, "not a JSON object"
-        elif "id" not in record:
-            yield number, None, "missing 'id'"
-        elif not isinstance(record.get("text"), str):
-            yield number, None, "missing or non-string 'text'"
-        else:
-            yield number, record, None
+        except RecursionError:
+            yield number, None, "not JSON (too deeply nested)"
+            continue
+        except ValueError as exc:  # an integer beyond Python's int-string limit
+            yield number, None, f"not JSON ({exc})"
+            continue
+        yield number, record if isinstance(record, dict) else None, _malformed(record)
+
+
+def _malformed(record: object) -> str | None:
+    """Why a decoded line cannot be scored, or None; the text rules are the pipelines' (parse.py)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if "id" not in record:
+        return "missing 'id'"
+    text = record.get("text")
+    if not isinstance(text, str):
+        return "missing or non-string 'text'"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "'text' contains an unpaired surrogate escape"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"'text' too long: {len(text)} characters > {MAX_TEXT_CHARS}"
+    return None
 
 
 def train(argv: list[str]) -> int:
@@ -130,7 +167,7 @@ def train(argv: list[str]) -> int:
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed,
                         help="seeds the batch order (default: --seed); vary it, not --seed, for runs to average")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
-    parser.add_argument("--threads", type=_positive_int, default=_env_int("threads"),
+    parser.add_argument("--threads", type=_positive_int, default=env_default("threads"),
                         help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     train_data, valid_data = _read_csv(args.train, args), _read_csv(args.valid, args)
@@ -209,10 +246,13 @@ def evaluate(argv: list[str]) -> int:
 
     from models.data import LABELS
     from models.training import evaluate as run_eval
+    from pipeline.progress import ProgressMeter
 
     engine = _load_engine(args)
     started = time.monotonic()
-    f1, accuracy, confusion = run_eval(engine, data)
+    progress = ProgressMeter("eval", total=len(data))
+    f1, accuracy, confusion = run_eval(engine, data, on_progress=progress.add)
+    progress.done()
     seconds = time.monotonic() - started
     if args.json:
         print(json.dumps({"model": engine.name, "rows": len(data), "accuracy": accuracy, "macro_f1": f1,
@@ -248,11 +288,12 @@ def _read_csv(path: str, args: argparse.Namespace):
 
 
 @contextmanager
-def _open(path: str, mode: str) -> Iterator[IO[str]]:
+def _open(path: str, mode: str) -> Iterator[IO]:
+    """``-`` is stdin (read as bytes) or stdout; files are bytes (``rb``) or UTF-8 text (``w``)."""
     if path == "-":
-        yield sys.stdin if mode == "r" else sys.stdout
+        yield sys.stdin.buffer if mode == "rb" else sys.stdout
         return
-    with open(path, mode, encoding="utf-8") as handle:
+    with open(path, mode, encoding=None if "b" in mode else "utf-8") as handle:
         yield handle
 
 
@@ -290,12 +331,3 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
     return value
 
-
-def _env_bool(name: str) -> bool | None:
-    value = env_default(name)
-    return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _env_int(name: str) -> int | None:
-    value = env_default(name)
-    return int(value) if value else None

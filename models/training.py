@@ -10,7 +10,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,9 +71,19 @@ class TrainResult:
     averaged: EpochResult | None = None  # the weight average of the last ``average_last`` epochs
 
 
-def evaluate(engine: SentimentEngine, data: LabelledData) -> tuple[float, float, list[list[int]]]:
-    """(macro-F1, accuracy, confusion matrix) of an engine on labelled data."""
-    predicted = [LABELS.index(p.label) for p in engine.predict(data.texts)]
+EVAL_CHUNK = 2048  # texts predicted between two progress calls
+
+
+def evaluate(engine: SentimentEngine, data: LabelledData,
+             on_progress: Callable[[int], object] | None = None) -> tuple[float, float, list[list[int]]]:
+    """(macro-F1, accuracy, confusion matrix) of an engine on labelled data; ``on_progress(n)``
+    is called after every chunk of n texts."""
+    predicted: list[int] = []
+    for start in range(0, len(data.texts), EVAL_CHUNK):
+        chunk = data.texts[start:start + EVAL_CHUNK]
+        predicted += [LABELS.index(p.label) for p in engine.predict(chunk)]
+        if on_progress is not None:
+            on_progress(len(chunk))
     accuracy = sum(g == p for g, p in zip(data.labels, predicted)) / len(data)
     return macro_f1(data.labels, predicted), accuracy, confusion_matrix(data.labels, predicted)
 

@@ -29,7 +29,8 @@ from connectors.files.readers import count_records, file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
-from pipeline.job_args import add_aggregation_args, add_linking_args, add_model_args, aggregation_config, linking
+from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
+                               check_db_path, exit_status, linking)
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
@@ -182,6 +183,7 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
 def import_parquet(args: argparse.Namespace) -> dict[str, int]:
     if not FileSystems.exists(args.import_parquet):
         raise UsageError(f"--import-parquet {args.import_parquet!r} does not exist")
+    check_db_path(args.db)
     with DuckDBSink(args.db) as sink:
         return sink.import_parquet(args.import_parquet)
 
@@ -191,6 +193,7 @@ def run_backfill(argv: list[str]) -> Summary:
     pipeline = make_pipeline(beam_args)
     the_plan = plan(args)
     if not args.parquet_out:
+        check_db_path(args.db)
         with DuckDBSink(args.db):  # the schema exists even when every record is refused
             pass
     started = time.monotonic()
@@ -213,5 +216,6 @@ def run(argv: list[str]) -> int:
         print(f"imported {args.import_parquet} into {args.db}: "
               + ", ".join(f"{count:,} new {table}" for table, count in written.items()))
         return 0
-    print(run_backfill(argv).line())
-    return 0
+    summary = run_backfill(argv)
+    print(summary.line())
+    return exit_status("backfill", summary.scored, summary.dead_letters)

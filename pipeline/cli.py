@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("dashboards.commands:query", "run SQL against a TickerPulse DuckDB file"),
     "trend": ("dashboards.commands:trend", "sentiment trend of one ticker by time bucket"),
     "dashboard": ("dashboards.commands:dashboard", "serve the live dashboard over a DuckDB file"),
+    "broker": ("pipeline.broker:run", "run the embedded Kafka-protocol broker until Ctrl-C (for trying stream by hand)"),
 }
 
 
@@ -33,11 +34,21 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# Logged by Beam on the root logger at import time when the optional GCP clients are absent.
+_BEAM_IMPORT_NOTICES = ("apitools not found",)
+
+
+def _not_a_beam_import_notice(record: logging.LogRecord) -> bool:
+    return not (record.name == "root" and str(record.msg).startswith(_BEAM_IMPORT_NOTICES))
+
+
 def _configure_logging(level: str) -> None:
-    """Our own modules log at ``level``; libraries (Beam, kafka-python) only from WARNING up,
-    so that Beam's import-time notices about optional cloud clients do not bury ours."""
+    """Our own modules (and the ``tickerpulse.progress`` lines) log at ``level``; libraries
+    (Beam, kafka-python) only from WARNING up, and Beam's import-time notice about optional
+    cloud clients not at all."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for package in ("pipeline", "models", "connectors", "dashboards", "__main__"):
+    logging.getLogger().addFilter(_not_a_beam_import_notice)
+    for package in ("pipeline", "models", "connectors", "dashboards", "tickerpulse", "__main__"):
         logging.getLogger(package).setLevel(level)
 
 

@@ -23,8 +23,10 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from connectors.kafka.embedded import EmbeddedBroker, create_topics
+from models.aggregation_config import DEFAULT_HALF_LIFE_S
 from pipeline import stream
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
+from pipeline.job_args import check_db_path
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,8 @@ def parser() -> argparse.ArgumentParser:
                    help="use this Kafka instead of starting an embedded broker")
     p.add_argument("--db", default=env_default("demo_db", "tickerpulse-demo.duckdb"),
                    help="DuckDB file to write (default ./tickerpulse-demo.duckdb)")
-    p.add_argument("--half-life", type=duration_seconds, default=env_default("demo_half_life", "1h"),
-                   help="half-life shown in the summary (default 1h; 6h is computed too)")
+    p.add_argument("--half-life", type=duration_seconds, default=env_default("demo_half_life", f"{DEFAULT_HALF_LIFE_S:g}s"),
+                   help=f"half-life computed and shown (default {DEFAULT_HALF_LIFE_S / 3600:g}h)")
     p.add_argument("--until-idle", type=duration_seconds, default=env_default("demo_until_idle", "5s"),
                    help="the stream stops once caught up and idle this long (default 5s)")
     return p
@@ -122,6 +124,7 @@ def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     stream.quiet_library_logs()
     db = str(Path(args.db))
+    check_db_path(db)
     with ExitStack() as stack:
         bootstrap = args.bootstrap_servers
         if not bootstrap:
@@ -137,8 +140,8 @@ def run(argv: list[str]) -> int:
         # A fresh consumer group reads the topics from the start; the sink skips ids already stored.
         stream.run_stream(["--bootstrap-servers", bootstrap, "--topics", *TOPICS,
                            "--group-id", f"tickerpulse-demo-{uuid.uuid4().hex[:8]}", "--db", db,
-                           "--half-life", str(args.half_life), "21600", "--cadence", "5m",
-                           "--until-idle", str(args.until_idle)])
+                           "--half-life", f"{args.half_life}s", "--cadence", "5m",
+                           "--until-idle", f"{args.until_idle}s"])
     counts = table_counts(db)
     print(f"\nCaught up: {counts['items']} items, {counts['dead_letters']} dead letters, "
           f"{counts['ticker_sentiment']} sentiment points in {db}\n")

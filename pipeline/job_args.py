@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from models.aggregation import AggregationConfig
-from pipeline.cli_args import UsageError, duration_seconds, env_default
+from models.aggregation_config import DEFAULT_HALF_LIFE_S
+from pipeline.cli_args import UsageError, duration_seconds, env_default, env_flag
 from pipeline.tickers import Linking, load_aliases
 
 
 def add_aggregation_args(p: argparse.ArgumentParser) -> None:
     agg = p.add_argument_group("aggregation")
     agg.add_argument("--half-life", action="extend", nargs="+", type=duration_seconds, metavar="DURATION",
-                     help="one or more half-lives (default 1h 6h; env TICKERPULSE_HALF_LIFE=1h,6h)")
+                     help=f"one or more half-lives (default {DEFAULT_HALF_LIFE_S / 3600:g}h; env TICKERPULSE_HALF_LIFE=1h,6h)")
     agg.add_argument("--cadence", type=duration_seconds, default=env_default("cadence", "5m"),
                      help="event-time step of ticker_sentiment points (default 5m)")
     agg.add_argument("--horizon", type=duration_seconds, default=env_default("horizon", "3d"),
                      help="items older than this do not count (aggregation and novelty; default 3d)")
-    agg.add_argument("--top-k", type=int, default=int(env_default("top_k", "5")),
+    agg.add_argument("--top-k", type=int, default=env_default("top_k", "5"),
                      help="items kept per point as the explanation")
 
 
@@ -25,18 +28,49 @@ def add_model_args(p: argparse.ArgumentParser, default_batch_size: int) -> None:
     model.add_argument("--model", default=env_default("model"), metavar="PATH",
                        help="checkpoint directory (default: bundled)")
     model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
-    model.add_argument("--batch-size", type=int, default=int(env_default("batch_size", str(default_batch_size))),
+    model.add_argument("--batch-size", type=int, default=env_default("batch_size", str(default_batch_size)),
                        help=f"largest scoring batch (default {default_batch_size})")
     # int8 dynamic quantization scales activations per batch, so a score would depend on which
     # records share its batch; pipelines default to fp32 so the same records give the same results.
     model.add_argument("--quantize", action=argparse.BooleanOptionalAction,
-                       default=env_default("quantize", "0") in ("1", "true", "yes"),
+                       default=env_flag("quantize"),
                        help="int8 on CPU: faster, but scores then vary slightly with batching (default off)")
+
+
+# Exit status of a run that stored nothing but dead letters (a CSV without published_at, the
+# wrong file, a producer sending garbage): almost certainly not what was meant.
+EXIT_ONLY_DEAD_LETTERS = 3
+
+
+def exit_status(command: str, scored: int, dead_letters: int) -> int:
+    """0, or EXIT_ONLY_DEAD_LETTERS with a warning on stderr when every record was dead-lettered."""
+    if dead_letters and not scored:
+        print(f"tickerpulse {command}: warning: all {dead_letters:,} records were dead-lettered, none stored; "
+              "see SELECT reason, count(*) FROM dead_letters GROUP BY ALL", file=sys.stderr)
+        return EXIT_ONLY_DEAD_LETTERS
+    return 0
+
+
+def check_db_path(db: str) -> None:
+    """A --db whose directory does not exist is a bad argument, not a DuckDB traceback."""
+    directory = os.path.dirname(os.path.abspath(db))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--db {db}: directory {directory} does not exist")
+    if os.path.isdir(db):
+        raise UsageError(f"--db {db} is a directory, not a DuckDB file")
+
+
+# One item can make its ticker emit a point per cadence step across a horizon (a jump in event
+# time), so the ratio bounds the work per record; the defaults give 864.
+MAX_STEPS_PER_HORIZON = 100_000
 
 
 def aggregation_config(args: argparse.Namespace) -> AggregationConfig:
     if args.top_k < 0:
         raise UsageError("--top-k must be >= 0")
+    if args.horizon / args.cadence > MAX_STEPS_PER_HORIZON:
+        raise UsageError(f"--horizon/--cadence gives {args.horizon / args.cadence:,.0f} steps; "
+                         f"at most {MAX_STEPS_PER_HORIZON:,}")
     half_lives = args.half_life
     if not half_lives:
         env = env_default("half_life")
@@ -56,7 +90,7 @@ def add_linking_args(p: argparse.ArgumentParser) -> None:
     link.add_argument("--alias-csv", default=env_default("alias_csv"), metavar="CSV",
                       help="alias,ticker rows: your own company names, extending and overriding the default table")
     link.add_argument("--default-companies", action=argparse.BooleanOptionalAction,
-                      default=env_default("default_companies", "1") not in ("0", "false", "no"),
+                      default=env_flag("default_companies", True),
                       help="link the ~1,800 listed companies of the shipped table by name (default on)")
 
 

@@ -19,6 +19,9 @@ STAGE = "parse"
 # Longer texts are refused rather than truncated: a 1 MB "headline" is a broken producer, and
 # the model only reads the first few hundred tokens anyway.
 MAX_TEXT_CHARS = 20_000
+# A record larger than any valid one (text, fields and tickers at their limits, JSON-escaped) is
+# refused before decoding, so no single record can make parsing slow or memory-hungry.
+MAX_RECORD_BYTES = 1_000_000
 MAX_FIELD_CHARS = 2_048  # id, source, url, author, lang
 
 # Event times outside [EARLIEST, now + FUTURE_TOLERANCE] are absurd (an epoch in seconds read
@@ -54,12 +57,17 @@ def text_key(text: str) -> str:
 
 def content_id(obj: dict) -> str:
     """A stable id for a record without one: the hash of its canonical JSON."""
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        raise Invalid("too deeply nested to hash into an id (give the record an id)") from None
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def parse_record(record: RawRecord, now: datetime | None = None) -> Item | DeadLetter:
     """Validate one record; never raises for bad input (bad input is data, not a crash)."""
+    if record.refused is not None:
+        return dead_letter(record, record.refused, stage="read")
     try:
         return _parse(record, now or datetime.now(timezone.utc))
     except Invalid as exc:
@@ -73,14 +81,20 @@ def dead_letter(record: RawRecord, reason: str, stage: str = STAGE) -> DeadLette
 
 
 def _parse(record: RawRecord, now: datetime) -> Item:
+    if len(record.raw) > MAX_RECORD_BYTES:
+        raise Invalid(f"record too large: {len(record.raw):,} bytes > {MAX_RECORD_BYTES:,}")
     try:
         decoded = record.raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Invalid(f"not UTF-8: byte {exc.start} is invalid") from None
     try:
         obj = json.loads(decoded)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise Invalid(f"not JSON: {getattr(exc, 'msg', 'too deeply nested')}") from None
+    except json.JSONDecodeError as exc:
+        raise Invalid(f"not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise Invalid("not JSON: too deeply nested") from None
+    except ValueError as exc:  # an integer beyond Python's int-string limit (4,300 digits)
+        raise Invalid(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise Invalid(f"not a JSON object but {type(obj).__name__}")
 
@@ -177,7 +191,7 @@ def _event_time(published_at: object, kafka_timestamp_ms: int | None, now: datet
     if isinstance(published_at, (int, float)):
         ts = _from_epoch_ms(published_at, "published_at")
     elif isinstance(published_at, str) and _DIGITS.match(published_at):
-        ts = _from_epoch_ms(int(published_at), "published_at")
+        ts = _from_epoch_ms(_digits_int(published_at), "published_at")
     elif isinstance(published_at, str):
         ts = _from_iso(published_at)
     else:
@@ -185,11 +199,22 @@ def _event_time(published_at: object, kafka_timestamp_ms: int | None, now: datet
     return _check_range(ts, "published_at", now)
 
 
+def _digits_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (4,300): far out of range anyway
+        raise Invalid(f"published_at out of range: {len(text.strip())} digits (epoch milliseconds)") from None
+
+
 def _from_epoch_ms(value: int | float, name: str) -> datetime:
-    if not math.isfinite(value):
+    try:
+        seconds = value / 1000.0
+    except OverflowError:  # an integer too large for a float
+        raise Invalid(f"{name} out of range: {value.bit_length()}-bit integer (epoch milliseconds)") from None
+    if not math.isfinite(seconds):
         raise Invalid(f"{name} is not a finite number")
     try:
-        return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
         raise Invalid(f"{name} out of range: {value!r} (epoch milliseconds)") from None
 

@@ -38,6 +38,12 @@ class ProgressMeter:
         log.info(line)
         return line
 
+    def done(self) -> str:
+        """Log the final line (count and overall rate), whatever the interval."""
+        line = self.line()
+        log.info(line)
+        return line
+
     def line(self, now: float | None = None) -> str:
         now = self._clock() if now is None else now
         elapsed = max(now - (now if self._start is None else self._start), 1e-9)

@@ -16,6 +16,7 @@ class RawRecord:
     kafka_partition: int | None = None
     kafka_offset: int | None = None
     kafka_timestamp_ms: int | None = None  # event time when the record has no published_at
+    refused: str | None = None  # set by a reader that could not split a record out: the dead letter's reason
 
 
 @dataclass(frozen=True)

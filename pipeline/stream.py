@@ -30,7 +30,8 @@ from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
-from pipeline.job_args import add_aggregation_args, add_linking_args, add_model_args, aggregation_config, linking
+from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
+                               check_db_path, exit_status, linking)
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
@@ -51,9 +52,9 @@ def parser() -> argparse.ArgumentParser:
                        help="consumer group whose committed offsets say where to resume (default tickerpulse)")
     kafka.add_argument("--until-idle", type=duration_seconds, default=env_default("until_idle"), metavar="DURATION",
                        help="exit cleanly once no record arrived for this long (catch-up runs)")
-    kafka.add_argument("--max-poll-records", type=int, default=int(env_default("max_poll_records", "500")),
+    kafka.add_argument("--max-poll-records", type=int, default=env_default("max_poll_records", "500"),
                        help="records read per partition per poll: the most one bundle carries (default 500)")
-    kafka.add_argument("--spare-partitions", type=int, default=int(env_default("spare_partitions", "8")),
+    kafka.add_argument("--spare-partitions", type=int, default=env_default("spare_partitions", "8"),
                        help="partitions that may be added per topic while running (default 8)")
     out = p.add_argument_group("sink")
     out.add_argument("--db", default=env_default("db", "tickerpulse.duckdb"), help="DuckDB file (this job is its writer)")
@@ -68,15 +69,11 @@ def parser() -> argparse.ArgumentParser:
     add_model_args(p, 64)
     add_linking_args(p)
     obs = p.add_argument_group("observability")
-    obs.add_argument("--metrics-port", type=int, default=_int_or_none(env_default("metrics_port")),
+    obs.add_argument("--metrics-port", type=int, default=env_default("metrics_port"),
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (off by default)")
     obs.add_argument("--metrics-interval", type=duration_seconds, default=env_default("metrics_interval", "5s"),
                      help="log a progress line this often (default 5s)")
     return p
-
-
-def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value else None
 
 
 def _memory_limit(text: str) -> str:
@@ -171,6 +168,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     args, beam_args = parser().parse_known_args(argv)
     fill_list_env_defaults(args, "topics")
     cfg = check(args)
+    check_db_path(args.db)
     links = linking(args)
     run_id = f"stream-{uuid.uuid4()}"
     source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
@@ -222,4 +220,4 @@ def run(argv: list[str]) -> int:
     quiet_library_logs()
     metrics = run_stream(argv)
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
-    return 0
+    return exit_status("stream", metrics.scored, metrics.dead_lettered)

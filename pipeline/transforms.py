@@ -4,7 +4,9 @@ Every step that can refuse a record emits a ``DeadLetter`` on the tagged output 
 """
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
@@ -29,11 +31,17 @@ NAMESPACE = "tickerpulse"
 
 
 def _read_file(path: str) -> Iterator[RawRecord]:
+    """The file's records; a compressed file that does not decompress ends in one refused record
+    holding its compressed bytes (records read before the damage are kept)."""
     # Parquet needs random access; the line formats may be compressed (.gz) and are streamed.
     seekable = file_format(path) == ".parquet"
     compression = CompressionTypes.UNCOMPRESSED if seekable else CompressionTypes.AUTO
-    with FileSystems.open(path, compression_type=compression) as stream:
-        yield from read_records(stream, path)
+    try:
+        with FileSystems.open(path, compression_type=compression) as stream:
+            yield from read_records(stream, path)
+    except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            yield RawRecord(raw=raw.read(), location=path, refused=f"cannot decompress: {exc}")
 
 
 class ReadFiles(beam.PTransform):

@@ -8,6 +8,7 @@ writer holds it, else the newest snapshot, and are told how old the data is.
 """
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 SNAPSHOT_SUFFIX = ".snapshot.duckdb"
+TEMPORARY_INFIX = ".tmp-"  # <snapshot>.tmp-<pid of the publishing process>
 
 
 def snapshot_path(db_path: str | os.PathLike) -> str:
@@ -36,7 +38,8 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike)
     in-process copy would silently unlock the database for other writers.
     """
     target = snapshot_path(db_path)
-    temporary = f"{target}.tmp-{os.getpid()}"
+    temporary = f"{target}{TEMPORARY_INFIX}{os.getpid()}"
+    remove_stale_temporaries(db_path)
     checkpoint_time = time.time()
     con.execute("CHECKPOINT")
     try:
@@ -47,6 +50,36 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike)
         if os.path.exists(temporary):
             os.remove(temporary)
     return target
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(db_path: str | os.PathLike) -> list[str]:
+    """Delete half-copied snapshots left by publishers that died mid-copy; returns their paths.
+
+    A temporary whose PID is alive (or not a number) is left alone: it may be a copy in progress.
+    Files this process may not delete are skipped.
+    """
+    prefix = snapshot_path(db_path) + TEMPORARY_INFIX
+    removed = []
+    for path in glob.glob(glob.escape(prefix) + "*"):
+        pid = path[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            os.remove(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 class SnapshotPublisher:
@@ -114,6 +147,7 @@ def open_for_read(db_path: str | os.PathLike) -> ReadConnection:
     snapshot = snapshot_path(live)
     if not Path(live).exists():
         raise FileNotFoundError(f"no such database: {live}")
+    remove_stale_temporaries(live)
     try:
         return ReadConnection(_connect_read_only(live), live, is_snapshot=False, published_at=None)
     except duckdb.IOException as exc:

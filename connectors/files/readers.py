@@ -1,8 +1,10 @@
 """Input files -> RawRecord, one per record, located as ``path:line`` (docs/data-model.md).
 
-JSON Lines and JSON arrays keep their bytes as written; CSV and Parquet rows become JSON objects
-so that every record reaches the one parser in the same shape. Readers take an open binary
-stream, so the caller chooses the file system (local, GCS, S3 through Beam's FileSystems).
+JSON Lines and JSON array elements keep their bytes as written; CSV and Parquet rows become JSON
+objects so that every record reaches the one parser in the same shape. Readers take an open
+binary stream, so the caller chooses the file system (local, GCS, S3 through Beam's FileSystems).
+Readers never raise on content: bytes they cannot split into records become one record marked
+``refused`` with the reason, which the parser turns into a dead letter.
 """
 from __future__ import annotations
 
@@ -42,32 +44,90 @@ def read_json_lines(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
             yield RawRecord(raw=line, location=f"{path}:{line_no}")
 
 
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_DECODER = json.JSONDecoder()
+
+
 def read_json(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
-    """A JSON array of records (``path:#i``), or JSON Lines saved with a .json name."""
+    """A JSON array of records (``path:#i``, each element's bytes as written), or JSON Lines
+    saved with a .json name.
+
+    Elements are split off one at a time: from the first element that is not valid JSON (or a
+    missing comma), the rest of the file is one record, refused with the decoder's reason.
+    """
     data = stream.read()
     if not data.lstrip().startswith(b"["):
         yield from read_json_lines(io.BytesIO(data), path)
         return
     try:
-        records = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        # The whole file is one broken record: the parser re-reads it and names the error.
-        yield RawRecord(raw=data, location=f"{path}:1")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield RawRecord(raw=data, location=f"{path}:1", refused=f"not UTF-8: byte {exc.start} is invalid")
         return
-    for index, record in enumerate(records, 1):
-        yield RawRecord(raw=_to_json_bytes(record), location=f"{path}:#{index}")
+    pos = _JSON_SPACE.match(text, text.index("[") + 1).end()
+    index = 0
+    closed = text.startswith("]", pos)
+    if closed:
+        pos = _JSON_SPACE.match(text, pos + 1).end()
+    while not closed and pos < len(text):
+        index += 1
+        start = pos
+        try:
+            _, end = _JSON_DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            yield _refused_rest(text, start, path, index, f"not JSON: {exc.msg} (character {exc.pos})")
+            return
+        except RecursionError:
+            yield _refused_rest(text, start, path, index, "not JSON: too deeply nested")
+            return
+        except ValueError as exc:  # an integer beyond Python's int-string limit
+            yield _refused_rest(text, start, path, index, f"not JSON: {exc}")
+            return
+        yield RawRecord(raw=text[start:end].encode("utf-8"), location=f"{path}:#{index}")
+        pos = _JSON_SPACE.match(text, end).end()
+        closed = text.startswith("]", pos)
+        if not closed and not text.startswith(",", pos):
+            yield _refused_rest(text, pos, path, index + 1, f"not JSON: expected ',' or ']' (character {pos})")
+            return
+        pos = _JSON_SPACE.match(text, pos + 1).end()
+    if not closed:
+        yield _refused_rest(text, pos, path, index + 1, "not JSON: the array is not closed")
+    elif pos < len(text):
+        yield _refused_rest(text, pos, path, index + 1, f"not JSON: extra data after the array (character {pos})")
+
+
+def _refused_rest(text: str, start: int, path: str, index: int, reason: str) -> RawRecord:
+    return RawRecord(raw=text[start:].encode("utf-8"), location=f"{path}:#{index}", refused=reason)
 
 
 def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
     """A header row names the fields; a ``tickers`` cell may hold ``AAPL,MSFT`` or ``AAPL MSFT``.
 
     Bytes that are not UTF-8 survive as surrogate escapes and are written back unchanged, so the
-    parser refuses the row as non-UTF-8 and the dead letter holds the original bytes.
+    parser refuses the row as non-UTF-8 and the dead letter holds the original bytes. A row the
+    csv module cannot split (a cell over its 128 KiB limit) is refused with its original lines.
     """
-    text = codecs.getreader("utf-8-sig")(stream, errors="surrogateescape")
-    reader = csv.DictReader(text)
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
+    # Line by line: codecs' StreamReader takes quadratic time on one long line.
+    lines = _KeptLines(decoder.decode(line) for line in iter(stream.readline, b""))
+    reader = csv.DictReader(lines)
+    try:
+        reader.fieldnames
+    except csv.Error as exc:
+        yield RawRecord(raw=lines.take(), location=f"{path}:1", refused=f"not CSV: {exc}")
+        return
+    lines.take()
     row_start = 2
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield RawRecord(raw=lines.take(), location=f"{path}:{row_start}", refused=f"not CSV: {exc}")
+            row_start = lines.consumed + 1
+            continue
+        lines.take()
         record = {key: value for key, value in row.items() if key is not None and value not in (None, "")}
         if None in row:  # more cells than header fields: keep them so the raw record is complete
             record["_extra_cells"] = row[None]
@@ -75,19 +135,50 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
             record["tickers"] = [t for t in _TICKER_SEPARATORS.split(record["tickers"]) if t]
         if record:
             yield RawRecord(raw=_to_json_bytes(record), location=f"{path}:{row_start}")
-        row_start = reader.line_num + 1
+        row_start = lines.consumed + 1
+
+
+class _KeptLines:
+    """The text lines the csv module reads, kept until taken: a refused row's original bytes."""
+
+    def __init__(self, text: Iterator[str]) -> None:
+        self._text = text
+        self._kept: list[str] = []
+        self.consumed = 0  # lines read so far
+
+    def __iter__(self) -> "_KeptLines":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._text)
+        self.consumed += 1
+        self._kept.append(line)
+        return line
+
+    def take(self) -> bytes:
+        raw = "".join(self._kept).encode("utf-8", "surrogateescape")
+        self._kept.clear()
+        return raw
 
 
 def read_parquet(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
+    """Rows as JSON objects (``path:#n``); a file pyarrow cannot read is refused whole, as its bytes."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source = pq.ParquetFile(stream)
     row = 0
-    for batch in source.iter_batches(batch_size=8192):
-        for record in batch.to_pylist():
-            row += 1
-            present = {key: value for key, value in record.items() if value is not None}
-            yield RawRecord(raw=_to_json_bytes(present), location=f"{path}:#{row}")
+    try:
+        source = pq.ParquetFile(stream)
+        for batch in source.iter_batches(batch_size=8192):
+            for record in batch.to_pylist():
+                row += 1
+                present = {key: value for key, value in record.items() if value is not None}
+                yield RawRecord(raw=_to_json_bytes(present), location=f"{path}:#{row}")
+    except (pa.ArrowException, OSError) as exc:
+        stream.seek(0)
+        after = f" after row {row}" if row else ""
+        yield RawRecord(raw=stream.read(), location=f"{path}:#{row + 1}",
+                        refused=f"not Parquet{after}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
 
 def count_records(stream: BinaryIO, path: str) -> int:

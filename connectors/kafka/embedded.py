@@ -73,6 +73,10 @@ class EmbeddedBroker:
         self.stop()
         raise RuntimeError(f"Kafka broker did not listen on port {self.port} within {timeout_s}s")
 
+    def exited(self) -> bool:
+        """True once a started broker process has ended on its own."""
+        return self._proc is not None and self._proc.poll() is not None
+
     def stop(self, kill: bool = False) -> None:
         if self._proc is None:
             return

@@ -8,10 +8,12 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connectors.files.readers import count_records, file_format, read_records
 from pipeline.parse import parse_record
-from pipeline.records import DeadLetter
+from pipeline.records import DeadLetter, Item
 
 
 def read(path):
@@ -54,8 +56,9 @@ def test_json_array_jsonl_and_broken_array(tmp_path):
     (tmp_path / "b.json").write_text('{"text": "x"}\n\n{"text": "y"}\n')
     assert [r.location for r in read(tmp_path / "b.json")] == [f"{tmp_path}/b.json:1", f"{tmp_path}/b.json:3"]
     (tmp_path / "c.json").write_text('[{"text": "x"},')
-    (broken,) = read(tmp_path / "c.json")
-    assert parse_record(broken).reason.startswith("not JSON")
+    good, broken = read(tmp_path / "c.json")
+    assert good.raw == b'{"text": "x"}'
+    assert parse_record(broken).reason == "not JSON: the array is not closed"
 
 
 def test_jsonl_keeps_exact_bytes():
@@ -67,3 +70,96 @@ def test_unknown_format():
     assert file_format("a.NDJSON") == ".jsonl" and file_format("a.csv.gz") == ".csv"
     with pytest.raises(ValueError, match="unknown input format"):
         file_format("a.txt")
+
+
+HUGE = "9" * 5000  # beyond Python's 4,300-digit int-string limit
+
+
+def test_json_array_keeps_element_bytes_and_refuses_from_a_poison_element(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_bytes(b'[ {"id": 1,  "text": "caf\xc3\xa9", "published_at": 1714550400000},\n {"id": 2, "text": "y", "n": ' + HUGE.encode()
+                     + b'}, {"id": 3, "text": "z"}]')
+    first, rest = read(path)
+    assert first.raw == b'{"id": 1,  "text": "caf\xc3\xa9", "published_at": 1714550400000}' and isinstance(parse_record(first), Item)
+    dead = parse_record(rest)
+    assert rest.location == f"{path}:#2" and dead.stage == "read"
+    assert dead.reason.startswith("not JSON: Exceeds the limit") and dead.raw.startswith(b'{"id": 2')
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 100_000, "not JSON: too deeply nested"),
+    (b'[{"text": "x"}] junk', "not JSON: extra data after the array (character 16)"),
+    (b'[{"text": "x"} {"text": "y"}]', "not JSON: expected ',' or ']' (character 15)"),
+    (b'[\xff]', "not UTF-8: byte 1 is invalid"),
+])
+def test_json_array_breakage_is_one_refused_record(tmp_path, body, reason):
+    path = tmp_path / "a.json"
+    path.write_bytes(body)
+    records = read(path)
+    assert parse_record(records[-1]).reason == reason
+    assert all(isinstance(parse_record(r), (Item, DeadLetter)) for r in records)
+
+
+def test_csv_cell_over_the_csv_limit_is_refused_and_the_next_row_read(tmp_path):
+    path = tmp_path / "in.csv"
+    big = b"x" * (10 * 1024 * 1024)
+    path.write_bytes(b"id,text,published_at\n"
+                     b"a," + big + b",1714550400000\n"
+                     b"b,ok\x00nul,1714550400000\n"
+                     b"c,huge," + HUGE.encode() + b"\n")
+    big_row, nul_row, huge_row = read(path)
+    dead = parse_record(big_row)
+    assert dead.reason.startswith("not CSV: field larger than field limit") and big_row.location == f"{path}:2"
+    assert dead.raw == b"a," + big + b",1714550400000\n"
+    assert isinstance(parse_record(nul_row), Item) and nul_row.location == f"{path}:3"
+    assert parse_record(huge_row).reason == "published_at out of range: 5000 digits (epoch milliseconds)"
+
+
+def test_a_file_that_is_not_parquet_is_one_refused_record(tmp_path):
+    path = tmp_path / "in.parquet"
+    path.write_bytes(b"PAR1 not really")
+    (record,) = read(path)
+    dead = parse_record(record)
+    assert dead.reason.startswith("not Parquet") and dead.raw == b"PAR1 not really"
+
+
+_FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text()
+    | st.sampled_from([HUGE, "\ud800", "\x00", "\x1b[2J", "1e999", "2024-05-01T08:00:00Z"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["id", "text", "published_at", "tickers", "source", "url", "x"]), inner, max_size=5),
+    max_leaves=12)
+
+
+def _json_bytes(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False).replace('"' + HUGE + '"', HUGE).encode("utf-8", "surrogatepass")
+
+
+@_FUZZ
+@given(data=st.binary(max_size=300) | st.lists(_JSONISH, max_size=4).map(_json_bytes),
+       fmt=st.sampled_from([".jsonl", ".json", ".csv", ".parquet"]))
+def test_any_bytes_in_any_reader_become_items_or_dead_letters(data, fmt):
+    """No reader raises on content, and every record it yields parses to an Item or a DeadLetter."""
+    for record in read_records(io.BytesIO(data), "fuzz" + fmt):
+        assert isinstance(parse_record(record), (Item, DeadLetter))
+
+
+def test_a_damaged_gzip_keeps_the_records_before_the_damage_and_refuses_the_rest(tmp_path):
+    import gzip
+
+    from pipeline.transforms import _read_file
+
+    good = b"".join(b'{"id": "%d", "text": "x", "published_at": 1714550400000}\n' % i for i in range(2000))
+    compressed = bytearray(gzip.compress(good + b"y" * 200_000))
+    compressed[len(compressed) // 2:len(compressed) // 2 + 64] = b"\x00" * 64  # damage in the middle
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(bytes(compressed))
+    records = list(_read_file(str(path)))
+    refused = [r for r in records if r.refused]
+    assert len(refused) == 1 and refused[0] is records[-1]
+    assert refused[0].refused.startswith("cannot decompress") and refused[0].raw == bytes(compressed)
+    assert parse_record(refused[0]).stage == "read"
+    (tmp_path / "not.jsonl.gz").write_bytes(b"plain text, not gzip")
+    (only,) = _read_file(str(tmp_path / "not.jsonl.gz"))
+    assert only.refused.startswith("cannot decompress")

@@ -190,3 +190,27 @@ def test_reads_during_a_stream_never_hit_a_lock_and_lag_at_most_10s(db):
 
 if __name__ == "__main__":
     writer_main(sys.argv[1], float(sys.argv[2]))
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_dead_publishers_are_removed_on_the_next_publish_or_open(db):
+    """A kill mid-copy leaves <snapshot>.tmp-PID behind; the next publish or read removes it."""
+    stale = Path(f"{snapshot_path(db)}.tmp-{_dead_pid()}")
+    in_progress = Path(f"{snapshot_path(db)}.tmp-{os.getppid()}")  # a live process: maybe still copying
+    for path in (stale, in_progress):
+        path.write_bytes(b"half a copy")
+    con = duckdb.connect(db)
+    try:
+        publish_snapshot(con, db)
+    finally:
+        con.close()
+    assert not stale.exists() and in_progress.exists()
+    stale.write_bytes(b"half a copy")
+    open_for_read(db).close()
+    assert not stale.exists() and in_progress.exists()
+    in_progress.unlink()

@@ -1,10 +1,13 @@
 """The score / eval / train commands through the real CLI dispatcher."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
 
@@ -16,7 +19,7 @@ def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
                            seed=2, layers=1)
 
 
-def test_score_writes_one_line_per_good_input_and_reports_bad_ones(tmp_path, tiny_model, capsys):
+def test_score_writes_one_line_per_input_line_and_reports_bad_ones(tmp_path, tiny_model, capsys):
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join([
         json.dumps({"id": 1, "text": "$AAPL beats"}),
@@ -30,8 +33,12 @@ def test_score_writes_one_line_per_good_input_and_reports_bad_ones(tmp_path, tin
     ]) + "\n")
     out = tmp_path / "out.jsonl"
     assert main(["score", "--input", str(source), "--output", str(out), "--model", str(tiny_model)]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in rows] == [1, "b", 4]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("id") for r in lines] == [1, None, "b", None, 3, None, 4]
+    assert [(r["line"], r["error"]) for r in lines if "error" in r] == [
+        (2, "not JSON (Expecting property name enclosed in double quotes)"), (4, "missing 'id'"),
+        (5, "missing or non-string 'text'"), (7, "not a JSON object")]
+    rows = [r for r in lines if "error" not in r]
     for row in rows:
         assert set(row) == {"id", "label", "score", "probs", "confidence", "model"}
         assert list(row["probs"]) == ["negative", "neutral", "positive"]
@@ -42,6 +49,71 @@ def test_score_writes_one_line_per_good_input_and_reports_bad_ones(tmp_path, tin
     err = capsys.readouterr().err
     assert "line 2: not JSON" in err and "line 4: missing 'id'" in err
     assert "line 5: missing or non-string 'text'" in err and "line 7: not a JSON object" in err
+
+
+HUGE = b"9" * 5000
+
+
+def test_score_turns_poison_lines_into_error_lines_and_keeps_going(tmp_path, tiny_model, capsys):
+    """Each of these crashed score (UnicodeDecodeError, ValueError, RecursionError) or the model."""
+    poison = [
+        b"caf\xe9 not utf-8",
+        b'{"id": ' + HUGE + b', "text": "x"}',
+        b'{"id": 1, "text": "x", "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"id": 2, "text": "\\ud800 lone"}',
+        b'{"id": 3, "text": "' + b"a" * 30_000 + b'"}',
+        b'{"id": 4, "pad": "' + b"a" * (10 * 1024 * 1024) + b'"}',
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(poison + [b'{"id": 5, "text": "NUL \\u0000 and \\u001b[2J ESC"}']) + b"\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--input", str(source), "--output", str(out), "--model", str(tiny_model)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("error", "").split(" (")[0].split(":")[0] for r in lines] == [
+        "not UTF-8", "not JSON", "not JSON", "'text' contains an unpaired surrogate escape",
+        "'text' too long", "line too long", ""]
+    assert lines[-1]["id"] == 5 and "label" in lines[-1]
+    assert [r.get("id") for r in lines[:4]] == [None, None, None, 2]
+    assert capsys.readouterr().err.count("tickerpulse score: line") == 6
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=80) | st.sampled_from([HUGE, b"[" * 50_000, b'{"id": 1, "text": "\\udc80"}',
+                                                           b'{"id": 1, "text": "ok"}', b"\x00\r\x1b"]), max_size=6))
+def test_score_line_reader_never_raises_and_keeps_line_numbers(lines):
+    """Every non-blank line gets exactly one verdict: a record to score or a reason."""
+    from models.commands import _parsed_lines
+
+    data = b"\n".join(lines) + b"\n"
+    verdicts = list(_parsed_lines(io.BytesIO(data)))
+    expected = [n for n, line in enumerate(data.split(b"\n")[:-1], 1) if line.strip()]
+    assert [n for n, _, _ in verdicts] == expected
+    for _, record, reason in verdicts:
+        if reason is None:
+            assert isinstance(record, dict) and "id" in record
+            record["text"].encode("utf-8")  # the tokenizer gets valid text only
+        else:
+            assert reason and (record is None or isinstance(record, dict))
+
+
+def test_score_defaults_to_fp32_like_the_pipelines(monkeypatch):
+    from models.commands import _model_flags
+    from pipeline.cli_args import command_parser
+
+    parser = command_parser("score", "x")
+    _model_flags(parser)
+    assert parser.parse_args([]).quantize is False
+    assert parser.parse_args(["--quantize"]).quantize is True
+
+
+def test_eval_reports_progress_on_the_progress_logger(tmp_path, tiny_model, caplog):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\nshares soar,1\nshares sink,0\nmeeting on monday,2\n")
+    with caplog.at_level("INFO", logger="tickerpulse.progress"):
+        assert main(["eval", "--data", str(data), "--model", str(tiny_model), "--json",
+                     "--label-map", "0=negative,1=positive,2=neutral"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "tickerpulse.progress"]
+    assert lines and lines[-1].startswith("eval: 3/3, ")
 
 
 def test_eval_prints_accuracy_macro_f1_and_confusion(tmp_path, tiny_model, capsys):
@@ -62,6 +134,7 @@ def test_eval_prints_accuracy_macro_f1_and_confusion(tmp_path, tiny_model, capsy
     (["score", "--input", "/no/such.jsonl"], "no such file"),
     (["score", "--batch-size", "0"], "must be >= 1"),
     (["score", "--device", "tpu"], "invalid choice"),
+    (["score", "--half-life-typo"], "unrecognized arguments"),
     (["eval", "--data", "/no/such.csv"], "no such file"),
     (["train", "--train", "x.csv"], "required"),
 ])
@@ -86,3 +159,10 @@ def _exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exited:
         return int(exited.code)
+
+
+def test_a_bad_env_value_is_one_line_not_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("TICKERPULSE_BATCH_SIZE", "abc")
+    assert _exit_code(["score"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "TICKERPULSE_BATCH_SIZE='abc': not an integer" in err and "\n" not in err

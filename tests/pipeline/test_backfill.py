@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import backfill
 from pipeline.cli import main
+from pipeline.job_args import EXIT_ONLY_DEAD_LETTERS
 
 T0 = 1714550400000  # 2024-05-01T08:00Z, epoch ms
 TABLES = ("items", "item_tickers", "ticker_sentiment", "dead_letters")
@@ -175,3 +176,43 @@ def test_several_inputs_globs_and_formats(tmp_path, capsys):
         assert con.execute("SELECT source_location FROM dead_letters").fetchall() == [(f"{tmp_path}/in/a.jsonl.gz:2",)]
     finally:
         con.close()
+
+
+def test_a_db_in_a_missing_directory_is_one_line(corpus, tmp_path, capsys):
+    assert main(["backfill", "--input", str(corpus), "--db", str(tmp_path / "no" / "such" / "x.duckdb")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tickerpulse backfill: error: --db {tmp_path}/no/such/x.duckdb: directory {tmp_path}/no/such does not exist"
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("TICKERPULSE_BATCH_SIZE", "abc", "TICKERPULSE_BATCH_SIZE='abc'"),
+    ("TICKERPULSE_TOP_K", "five", "TICKERPULSE_TOP_K='five'"),
+    ("TICKERPULSE_QUANTIZE", "perhaps", "TICKERPULSE_QUANTIZE='perhaps'"),
+    ("TICKERPULSE_CADENCE", "300", "300: give a unit, e.g. 300s or 300m"),
+])
+def test_a_bad_env_value_is_one_line(corpus, tmp_path, monkeypatch, capsys, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    try:
+        code = main(["backfill", "--input", str(corpus), "--db", str(tmp_path / "x.duckdb")])
+    except SystemExit as exited:
+        code = exited.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "\n" not in err
+
+
+def test_a_negative_half_life_is_a_clear_error(corpus, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["backfill", "--input", str(corpus), "--half-life", "-1h"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "duration must be positive: '-1h'" in err and "\n" not in err
+
+
+def test_a_run_that_stores_only_dead_letters_warns_and_exits_3(tmp_path, capsys):
+    path = tmp_path / "no_times.csv"
+    path.write_text("id,text\n1,$AAPL beats\n2,$MSFT misses\n")
+    db = str(tmp_path / "x.duckdb")
+    assert main(["backfill", "--input", str(path), "--db", db]) == EXIT_ONLY_DEAD_LETTERS == 3
+    captured = capsys.readouterr()
+    assert "scored 0, dead-lettered 2" in captured.out
+    assert "warning: all 2 records were dead-lettered, none stored" in captured.err
+    assert snapshot(db)["dead_letters"] and not snapshot(db)["items"]

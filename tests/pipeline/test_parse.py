@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.parse import MAX_TEXT_CHARS, normalise_text, parse_record, text_key
+from pipeline.parse import MAX_RECORD_BYTES, MAX_TEXT_CHARS, normalise_text, parse_record, text_key
 from pipeline.records import DeadLetter, Item, RawRecord
 
 NOW = datetime(2024, 6, 1, tzinfo=timezone.utc)
@@ -79,9 +79,53 @@ def test_bad_records_are_dead_letters_with_reasons():
         assert result.raw == raw
 
 
-def test_a_megabyte_text_is_refused():
-    result = parse({"text": "a" * 1_000_000, "published_at": 1714550400000})
+def test_a_100k_character_text_is_refused():
+    result = parse({"text": "a" * 100_000, "published_at": 1714550400000})
     assert f"> {MAX_TEXT_CHARS}" in reason_of(result)
+
+
+HUGE = b"9" * 5000  # beyond Python's 4,300-digit int-string limit
+
+
+def test_poison_pills_are_dead_letters_not_crashes():
+    """Each of these raised out of parse_record before (ValueError, OverflowError, RecursionError)."""
+    ok = b'"text": "x", "published_at": 1714550400000'
+    cases = {
+        b'{' + ok + b', "n": ' + HUGE + b'}': "not JSON: Exceeds the limit (4300 digits)",
+        b'{"id": ' + HUGE + b', ' + ok + b'}': "not JSON: Exceeds the limit (4300 digits)",
+        b'{"text": "x", "published_at": "' + HUGE + b'"}': "published_at out of range: 5000 digits",
+        b'{"text": "x", "published_at": ' + b"9" * 400 + b'}': "published_at out of range: 1329-bit integer",
+        b'{"text": "x", "published_at": -' + b"9" * 400 + b'}': "published_at out of range",
+        b'{' + ok + b', "deep": ' + b"[" * 100_000 + b']' * 100_000 + b'}': "not JSON: too deeply nested",
+        b'{' + ok + b', "pad": "' + b"a" * (10 * 1024 * 1024) + b'"}': "record too large: 10,485,",
+        rb'{"text": "\u0000\u001b[2J", "published_at": 1714550400000, "id": "\udfff"}': "id contains an unpaired surrogate",
+    }
+    for raw, expected in cases.items():
+        result = parse(raw)
+        assert expected in reason_of(result), (raw[:80], result.reason)
+        assert result.raw == raw
+
+
+def test_a_deep_record_without_id_is_refused_rather_than_hashed():
+    import sys
+
+    depth = sys.getrecursionlimit() - 60  # decodable, but too deep to re-encode for the content hash
+    raw = b'{"text": "x", "published_at": 1714550400000, "deep": ' + b"[" * depth + b"]" * depth + b"}"
+    result = parse(raw)
+    assert isinstance(result, (Item, DeadLetter))
+    if isinstance(result, DeadLetter):
+        assert result.reason in ("not JSON: too deeply nested",
+                                 "too deeply nested to hash into an id (give the record an id)")
+
+
+def test_a_record_larger_than_the_limit_is_refused_before_decoding():
+    assert "record too large" in reason_of(parse(b" " * (MAX_RECORD_BYTES + 1)))
+    assert "not JSON" in reason_of(parse(b" " * MAX_RECORD_BYTES))
+
+
+def test_a_reader_refusal_becomes_a_read_dead_letter():
+    result = parse_record(RawRecord(raw=b"a,b\n", location="f.csv:2", refused="not CSV: boom"), now=NOW)
+    assert (result.raw, result.reason, result.stage, result.location) == (b"a,b\n", "not CSV: boom", "read", "f.csv:2")
 
 
 def test_text_key_ignores_case_urls_and_punctuation():

@@ -261,3 +261,31 @@ def test_native_event_time_windows_build_for_runners_whose_watermark_advances(ka
     names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
     assert any(name.endswith("Aggregate/Horizon windows") for name in names)
     assert not any("Update ticker state" in name for name in names)
+
+
+def test_a_db_in_a_missing_directory_is_one_line(tmp_path, capsys):
+    db = tmp_path / "no" / "x.duckdb"
+    assert main(["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.strip() == (f"tickerpulse stream: error: --db {db}: "
+                                               f"directory {tmp_path}/no does not exist")
+
+
+def test_poison_records_are_dead_letters_and_the_stream_goes_on(kafka_broker, tmp_path, capsys):
+    """A 5,000-digit integer once stopped the stream at the same offset on every restart."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["poison"])
+    poison = [b'{"id": "p1", "text": "$AAPL", "n": ' + b"9" * 5000 + b"}",
+              b'{"id": "p2", "text": "$AAPL", "published_at": ' + b"9" * 400 + b"}",
+              b'{"id": "p3", "text": "x", "deep": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+              b'{"id": "p4", "text": "\\u0000\\u001b[2J"}' + b"\xff"]
+    produce(bootstrap, poison, topic="poison")
+    db = tmp_path / "tp.duckdb"
+    argv = ["--bootstrap-servers", bootstrap, "--topics", "poison", "--group-id", "tp-poison", "--db", str(db),
+            "--until-idle", "2s"]
+    assert main(["stream", *argv]) == 3
+    assert "warning: all 4 records were dead-lettered, none stored" in capsys.readouterr().err
+    assert sorted(r[0][:14] for r in query(db, "SELECT reason FROM dead_letters")) == [
+        "not JSON: Exce", "not JSON: too ", "not UTF-8: byt", "published_at o"]
+    produce(bootstrap, encode([{"id": "ok", "text": "$AAPL beats", "published_at": 1714550400000}]), topic="poison")
+    assert main(["stream", *argv]) == 0
+    assert query(db, "SELECT id FROM items") == [("ok",)]
