@@ -29,6 +29,9 @@ _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 # spam, and each ticker it names costs a sentiment point per step (docs/companies.md).
 MAX_TICKERS = 64
 
+# Names are looked for in a text's first 20,000 characters (the parser's cap on a text's length).
+MAX_NAME_SCAN_CHARS = 20_000
+
 FIELD, CASHTAG, ALIAS, NAME = "field", "cashtag", "alias", "name"
 
 # Words that say a text is about a company ("Apple shares", "Next raises profit guidance"): a name
@@ -117,9 +120,8 @@ class _Name:
     symbol: str
     how: str           # ALIAS or NAME
     common: bool       # also an ordinary word or place ("Apple", "Amazon"): needs company context
-    word: bool         # ...a common word, not a place: capitalised mid-sentence, it is the company
-    acronym: bool      # no lower-case letters ("BP", "HSBC")
-    word_in_caps: bool  # an acronym that is also a word ("SAP"): ambiguous in an all-caps text
+    word: bool         # ...made of common words ("Best Buy"): capitals on its later words mark the company
+    acronym: bool      # no lower-case letters ("BP", "HSBC", "SAP")
 
 
 def _shape(text: str) -> str:
@@ -155,7 +157,7 @@ class TickerExtractor:
         for alias, ticker in (aliases or {}).items():  # the user's alias replaces a default name written the same
             by_key[_lower(_shape(alias)).strip()] = [_Name(
                 shape=_shape(alias).strip(), symbol=self.resolve(ticker), how=ALIAS, common=False, word=False,
-                acronym=False, word_in_caps=False)]
+                acronym=False)]
         self._automaton = None
         if any(by_key):
             self._automaton = ahocorasick.Automaton()
@@ -165,16 +167,16 @@ class TickerExtractor:
             self._automaton.make_automaton()
 
     def _name(self, name: str, symbol: str, shortened: bool) -> _Name:
-        """A one-word name cut from a longer one is also often a person or place ("Emerson" of
-        Emerson Electric, "Dover" of Dover Corporation): like an ordinary word, it needs context."""
+        """Ordinary words, acronyms of two letters or that spell a word ("GE", "SAP"), and one-word
+        names cut from longer ones (often a person or place: "Emerson" of Emerson Electric, "Dover"
+        of Dover Corporation) are common: they link only in company context."""
         shape = _shape(name).strip()
         words = _TOKEN.findall(name)
         acronym = not any(c.islower() for c in name)
         ordinary = self._dictionary.ordinary(name)
         word = ordinary and all(self._dictionary.is_word(w) for w in words) and not acronym
         common = (len(shape) <= 2 or ordinary) if acronym else (ordinary or (shortened and len(words) == 1))
-        return _Name(shape=shape, symbol=symbol, how=NAME, common=common, word=word, acronym=acronym,
-                     word_in_caps=acronym and ordinary)
+        return _Name(shape=shape, symbol=symbol, how=NAME, common=common, word=word, acronym=acronym)
 
     def resolve(self, symbol: str) -> str:
         return self._companies.resolve(symbol) if self._companies is not None else symbol
@@ -186,7 +188,7 @@ class TickerExtractor:
         for tag in cashtags(text):
             found.setdefault(self.resolve(tag), CASHTAG)
         if self._automaton is not None and len(found) < MAX_TICKERS:
-            names = self._names(text, has_cashtag=CASHTAG in found.values())
+            names = self._names(text[:MAX_NAME_SCAN_CHARS], has_cashtag=CASHTAG in found.values())
             for how in (ALIAS, NAME):
                 for name in names:
                     if name.how == how:
@@ -221,12 +223,11 @@ class TickerExtractor:
             if name.how == ALIAS:
                 sure.append((start, name))
                 continue
-            common = name.common or (shouting and name.word_in_caps)
-            if common and (_glued(text, start, end) or _before_time_word(padded, end)):
+            if name.common and (_glued(text, start, end) or _before_time_word(padded, end)):
                 continue  # "a meta-analysis", "next week"
-            if common and name.word and not title_case and _capitalised_later_word(written):
+            if name.common and name.word and not title_case and _capitalised_later_word(written):
                 sure.append((start, name))  # "Best Buy warns", "Legal & General sells": capitals a phrase would not have
-            elif common or (written == written.lower() != name.shape):
+            elif name.common or (written == written.lower() != name.shape):
                 unsure.append((start, name))  # an ordinary word, or a name in lower case
                 spans.append((start, end))
             else:
