@@ -64,7 +64,7 @@ def test_backfill_jsonl_counts_dead_letters_and_idempotent_rerun(corpus, tmp_pat
     try:
         dead = dict(con.execute("SELECT raw, reason FROM dead_letters").fetchall())
         assert set(dead) == set(BAD)  # the exact bytes, including the non-UTF-8 line
-        assert "not UTF-8" in dead[BAD[2]] and "too large" in dead[BAD[3]] and "before 1990" in dead[BAD[4]]
+        assert "not UTF-8" in dead[BAD[2]] and "record too large" in dead[BAD[3]] and "before 1990" in dead[BAD[4]]
         locations = {row[0] for row in con.execute("SELECT source_location FROM dead_letters").fetchall()}
         assert f"{corpus}:4" in locations
         novelty = dict(con.execute("SELECT id, novelty_n FROM items WHERE id IN ('s1', 's2', 's3')").fetchall())
