@@ -35,6 +35,9 @@ WITH grid AS (
     FROM items i JOIN item_tickers t ON t.item_id = i.id
     WHERE (tickers IS NULL OR list_contains(tickers, t.ticker))
       AND (sources IS NULL OR list_contains(sources, i.source))
+      -- only items some as-of time can see: lets the scan skip row groups by their ts range
+      AND i.ts <= stop_at::TIMESTAMPTZ
+      AND i.ts > start_at::TIMESTAMPTZ - to_microseconds(CAST(round(horizon_s * 1e6) AS BIGINT))
 ), newest AS (
     -- per ticker and as-of time: the newest item at or before it (ASOF) and the ticker's top r
     SELECT q.ticker, q.as_of_us, q.max_relevance, n.ts_us AS newest_us
