@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
 import dash
+import flask
 import numpy as np
 import plotly.io as pio
 from dash import Input, Output, State, ctx, dcc, html
@@ -304,11 +305,11 @@ def _radio(component_id: str, options: dict, value: str) -> dcc.RadioItems:
                           value=value, inline=True)
 
 
-def _controls() -> html.Div:
+def _controls(ticker_options: list[dict]) -> html.Div:
     return html.Div([
         html.Div([html.Label("Tickers (none: all, as a heat map)", htmlFor="ticker"),
                   dcc.Dropdown(id="ticker", placeholder="All tickers: search to pick one or compare several…",
-                               multi=True, searchable=True, value=[])],
+                               options=ticker_options, multi=True, searchable=True, value=[])],
                  className="control ticker-control"),
         html.Div([html.Label("Window"), _radio("window", WINDOWS, DEFAULT_WINDOW)], className="control"),
         html.Div([html.Label("Half-life of the recency weighting"), _radio("half-life", HALF_LIVES, DEFAULT_HALF_LIFE)],
@@ -320,7 +321,14 @@ def _controls() -> html.Div:
     ], className="controls")
 
 
-def layout(refresh_s: float) -> html.Div:
+def ticker_options(reader: ReadConnection) -> list[dict]:
+    """Every ticker, busiest first, labelled with its item count."""
+    return [{"label": f"{ticker}  ({n})", "value": ticker} for ticker, n in reader.con.execute(
+        "SELECT ticker, count(*) AS n FROM item_tickers GROUP BY ticker ORDER BY n DESC, ticker").fetchall()]
+
+
+def layout(refresh_s: float, options: list[dict]) -> html.Div:
+    """The page; the ticker options are there from the start, so a ticker in the URL is kept."""
     return html.Div([
         dcc.Location(id="url", refresh=False),
         html.Header([
@@ -329,12 +337,12 @@ def layout(refresh_s: float) -> html.Div:
             html.Button(id="dead-letters", className="badge", n_clicks=0, title="show the dead letters"),
         ]),
         html.Section(id="dead-letter-view", className="card dead-letter-view", hidden=True),
-        _controls(),
+        _controls(options),
         html.Div([
             html.Section([html.H2(id="chart-title"), html.Div(id="empty"),
                           dcc.Graph(id="trend-chart", config={"displaylogo": False})], className="card chart"),
-            html.Section([html.H2(id="why-title"), html.Div(id="why")], className="card why"),
-        ], className="main"),
+            html.Section([html.H2(id="why-title"), html.Div(id="why")], id="why-card", className="card why"),
+        ], id="main", className="main"),
         html.Div([
             html.Section([html.H2(id="movers-title"), html.Div(id="movers")], className="card"),
             html.Section([html.H2([f"Shocks (beyond {SHOCK_K:g}σ of the trailing level",
@@ -349,7 +357,8 @@ def layout(refresh_s: float) -> html.Div:
 PANELS = (Output("ticker", "options"), Output("source", "options"), Output("status", "children"),
           Output("dead-letters", "children"), Output("dead-letters", "className"),
           Output("chart-title", "children"), Output("empty", "children"), Output("trend-chart", "figure"),
-          Output("trend-chart", "style"), Output("why-title", "children"), Output("why", "children"),
+          Output("trend-chart", "style"), Output("main", "className"), Output("why-card", "hidden"),
+          Output("why-title", "children"), Output("why", "children"),
           Output("movers-title", "children"), Output("movers", "children"), Output("shocks", "children"))
 
 
@@ -357,7 +366,16 @@ def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
     """A Dash app over ``db_path``; ``app.run(host, port)`` serves it."""
     app = dash.Dash(__name__, title="TickerPulse", update_title=None, serve_locally=True,
                     assets_folder=str(Path(__file__).with_name("static")))
-    app.layout = layout(refresh_s)
+
+    def page() -> html.Div:
+        try:
+            with open_for_read(db_path) as reader:
+                options = ticker_options(reader)
+        except Exception:  # noqa: BLE001 - the first refresh says why the file cannot be read
+            options = []
+        return layout(refresh_s, options)
+
+    app.layout = page
 
     @app.callback(Output("url", "search"), Output("ticker", "value"), Output("window", "value"),
                   Output("half-life", "value"), Output("source", "value"),
@@ -403,7 +421,45 @@ def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
             total = reader.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return dead_letters_view(rows, total), False
 
+    guard_callback_requests(app)
     return app
+
+
+def _pairs(entries: object) -> list[tuple] | None:
+    """(id, property) of each entry of a callback request, or None when it is not a list of them."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return None
+    return [(e.get("id"), e.get("property")) for e in entries]
+
+
+def guard_callback_requests(app: dash.Dash) -> None:
+    """Answer 400 to a callback request that does not name a callback of this page exactly.
+
+    Dash indexes the request body as its own page would send it and answers 500 to anything
+    else (a missing key, a list for a dict); the values themselves are the callbacks' concern.
+    """
+    declared = {}
+    for callback in app._callback_list:
+        outputs = [tuple(o.rsplit(".", 1)) for o in callback["output"].strip(".").split("...")]
+        declared[callback["output"]] = (outputs, [(i["id"], i["property"]) for i in callback["inputs"]],
+                                        [(i["id"], i["property"]) for i in callback["state"]])
+    dispatch_path = app.config.requests_pathname_prefix + "_dash-update-component"
+
+    @app.server.before_request
+    def check_callback_request():
+        if flask.request.path != dispatch_path or flask.request.method != "POST":
+            return None
+        body = flask.request.get_json(silent=True)
+        expected = declared.get(body.get("output")) if isinstance(body, dict) and isinstance(body.get("output"), str) else None
+        if expected is not None:
+            outputs = body.get("outputs")
+            outputs = _pairs(outputs if isinstance(outputs, list) else [outputs])
+            changed = body.get("changedPropIds", [])
+            if (outputs == expected[0] and _pairs(body.get("inputs")) == expected[1]
+                    and _pairs(body.get("state", [])) == expected[2]
+                    and isinstance(changed, list) and all(isinstance(c, str) for c in changed)):
+                return None
+        return flask.Response("malformed callback request\n", status=400, mimetype="text/plain")
 
 
 @dataclass(frozen=True)
@@ -464,22 +520,21 @@ def panels(reader: ReadConnection, db_path: str, state: ViewState) -> tuple:
     """Every panel of one refresh, from one connection."""
     half_life_label, half_life_s = HALF_LIVES[state.half_life]
     sources = None if state.source == ALL_SOURCES else [state.source]
-    tickers = _rows(reader, "SELECT ticker, count(*) AS n FROM item_tickers GROUP BY ticker ORDER BY n DESC, ticker", [])
+    options = ticker_options(reader)
     as_of, n_items, known_sources = reader.con.execute(
         "SELECT max(ts), count(*), list(DISTINCT source ORDER BY source) FROM items").fetchone()
     n_dead = reader.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-    options = [{"label": f"{t['ticker']}  ({t['n']})", "value": t["ticker"]} for t in tickers]
     source_options = [ALL_SOURCES] + list(known_sources or [])
     origin = f"snapshot, data {reader.age_s:.0f} s old" if reader.is_snapshot else "live file"
-    status = [html.Span(f"{n_items:,} items · {len(tickers)} tickers · as of {_fmt_time(as_of)}"),
+    status = [html.Span(f"{n_items:,} items · {len(options)} tickers · as of {_fmt_time(as_of)}"),
               html.Span(origin, className="source")]
     dead = (f"{n_dead:,} dead letter{'s' if n_dead != 1 else ''}", "badge alert" if n_dead else "badge")
     hidden, shown = {"display": "none"}, {}
     no_why = html.P("No items inside the horizon.", className="empty")
-    if as_of is None or not tickers:
+    if as_of is None or not options:
         empty = html.P("No items yet.", className="empty")
         return (options, source_options, status, *dead, "No data yet", empty_view(db_path, n_items, n_dead, state),
-                EMPTY_FIGURE, hidden, "Why", empty, "Movers", empty, empty)
+                EMPTY_FIGURE, hidden, "main overview", True, "Why", empty, "Movers", empty, empty)
     frame = view_frame(reader, as_of, state.window)
     grid = _grid(reader, state, frame)
     movers, movers_s = _movers(grid)
@@ -490,23 +545,23 @@ def panels(reader: ReadConnection, db_path: str, state: ViewState) -> tuple:
     source_note = "" if state.source == ALL_SOURCES else f", {state.source} only"
     if not grid.tickers:
         return (options, source_options, status, *dead, "Nothing in this window",
-                empty_view(db_path, n_items, n_dead, state), EMPTY_FIGURE, hidden, "Why", no_why, *tables)
+                empty_view(db_path, n_items, n_dead, state), EMPTY_FIGURE, hidden, "main overview", True, "Why",
+                no_why, *tables)
     if not state.tickers:
         volume = grid.n_items.sum(axis=1) + grid.horizon_items[:, -1]
         order = sorted(range(len(grid.tickers)), key=lambda r: (-volume[r], grid.tickers[r]))
         chart_title = ["All tickers", html.Small(f"{len(order)} tickers, recency-weighted sentiment (half-life "
                                                  f"{half_life_label}) at each bucket end, {span}{source_note}; "
                                                  "pick tickers above to chart them")]
-        hint = html.P("Pick a ticker above to see the items behind its value.", className="empty", id="why-hint")
         return (options, source_options, status, *dead, chart_title, None, heatmap_figure(grid, order), shown,
-                "Why", hint, *tables)
+                "main overview", True, "Why", no_why, *tables)
     picked = [t for t in state.tickers if t in grid.tickers]
     missing = [t for t in state.tickers if t not in grid.tickers]
     note = html.P(f"No items for {', '.join(missing)} in this window{source_note}.", className="empty",
                   id="missing-tickers") if missing else None
     if not picked:
         return (options, source_options, status, *dead, ", ".join(state.tickers), note, EMPTY_FIGURE, hidden,
-                "Why", no_why, *tables)
+                "main", False, "Why", no_why, *tables)
     ticker, rows = picked[0], [grid.tickers.index(t) for t in picked]
     current = _finite(grid.sentiment[rows[0], -1])
     why = _rows(reader, "SELECT * FROM why(?, ?, ?, 10, sources := ?)", [ticker, as_of, half_life_s, sources])
@@ -521,5 +576,5 @@ def panels(reader: ReadConnection, db_path: str, state: ViewState) -> tuple:
         chart_title = [" · ".join(picked), html.Small(f"compared: recency-weighted sentiment (half-life "
                                                       f"{half_life_label}), {span}{source_note}")]
         figure = compare_figure(picked, grid, rows, half_life_label)
-    return (options, source_options, status, *dead, chart_title, note, figure, shown, why_title, why_view(why),
-            *tables)
+    return (options, source_options, status, *dead, chart_title, note, figure, shown, "main", False, why_title,
+            why_view(why), *tables)
