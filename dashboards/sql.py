@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from connectors.duckdb.sentiment_macro import DEFAULT_HORIZON_S, install_sentiment_macro
 
-# The dashboard's shock rule (docs/dashboard.md, "Shocks"): a point of the recency-weighted
+# The shock rule (docs/dashboard.md, "Shocks"; the ``shocks`` macro's defaults and ``grid_shocks``): a point of the recency-weighted
 # series is a shock when it is more than SHOCK_K deviations away from the mean of the previous
 # SHOCK_TRAILING_N points, the deviation floored at SHOCK_MIN_STD, AND enough items support it:
 # at least SHOCK_MIN_ITEMS in its own bucket and SHOCK_MIN_BASELINE_ITEMS in the trailing buckets.
@@ -130,23 +130,41 @@ WHERE now_.ts = as_of::TIMESTAMPTZ
 ORDER BY abs(change) DESC, now_.ticker
 LIMIT top_n;
 
--- Shocks: points of the recency-weighted series more than k standard deviations away from the
--- trailing level (mean of the previous `trailing_n` points; the deviation is floored at min_std).
+-- Shocks (the rule of docs/dashboard.md, defaults SHOCK_* below): points of the recency-weighted
+-- series more than k deviations away from the trailing level (the points of the previous
+-- `trailing_n` buckets; the deviation floored at min_std), with at least min_items items in their
+-- own bucket (ts - bucket_s, ts] and min_baseline_items in the trailing buckets.
 CREATE OR REPLACE TEMP MACRO shocks(since, until, bucket_s, half_life_s,
-                                    k := 3.0, trailing_n := 12, min_std := 0.02) AS TABLE
-WITH points AS (
-    SELECT ticker, ts, sentiment,
+                                    k := $k, trailing_n := $trailing_n, min_std := $min_std,
+                                    min_items := $min_items, min_baseline_items := $min_baseline_items,
+                                    sources := NULL) AS TABLE
+WITH series AS (
+    SELECT ticker, ts, sentiment
+    FROM sentiment_series(NULL, since, until, bucket_s, half_life_s, sources := sources)
+), counted AS (
+    SELECT s.ticker, s.ts, s.sentiment, count(i.id) AS n_items
+    FROM series AS s
+    LEFT JOIN (items AS i JOIN item_tickers AS t ON t.item_id = i.id)
+      ON t.ticker = s.ticker AND i.ts <= s.ts AND i.ts > s.ts - seconds_interval(bucket_s)
+     AND (sources IS NULL OR list_contains(sources, i.source))
+    GROUP BY ALL
+), points AS (
+    SELECT *,
            avg(sentiment) OVER trailing_window AS trailing_mean,
            stddev_samp(sentiment) OVER trailing_window AS trailing_std,
-           count(*) OVER trailing_window AS n_trailing
-    FROM sentiment_series(NULL, since, until, bucket_s, half_life_s)
+           count(*) OVER trailing_window AS n_trailing,
+           coalesce(sum(n_items) OVER trailing_window, 0) AS baseline_items
+    FROM counted
     WINDOW trailing_window AS (PARTITION BY ticker ORDER BY ts
-                               ROWS BETWEEN trailing_n PRECEDING AND 1 PRECEDING)
+                               RANGE BETWEEN seconds_interval(trailing_n * bucket_s) PRECEDING
+                                         AND seconds_interval(bucket_s) PRECEDING)
 )
 SELECT ticker, ts, sentiment, trailing_mean, trailing_std,
-       (sentiment - trailing_mean) / greatest(trailing_std, min_std) AS z
+       (sentiment - trailing_mean) / greatest(trailing_std, min_std) AS z,
+       n_items, CAST(baseline_items AS BIGINT) AS baseline_items
 FROM points
 WHERE n_trailing >= greatest(3, trailing_n // 2)
+  AND n_items >= min_items AND baseline_items >= min_baseline_items
   AND abs(sentiment - trailing_mean) > k * greatest(trailing_std, min_std)
 ORDER BY ts DESC, abs(z) DESC, ticker;
 
@@ -194,7 +212,9 @@ def install_trend_sql(con: duckdb.DuckDBPyConnection) -> None:
     """Install ``sentiment_asof`` and every trend macro on ``con`` (read-only is fine)."""
     con.execute("SET TimeZone = 'UTC'")
     install_sentiment_macro(con)
-    con.execute(MACROS)
+    con.execute(MACROS.replace("$k", repr(SHOCK_K)).replace("$trailing_n", str(SHOCK_TRAILING_N))
+                .replace("$min_std", repr(SHOCK_MIN_STD)).replace("$min_items", str(SHOCK_MIN_ITEMS))
+                .replace("$min_baseline_items", str(SHOCK_MIN_BASELINE_ITEMS)))
 
 
 def trend_series(con: duckdb.DuckDBPyConnection, ticker: str, since: datetime, until: datetime,
