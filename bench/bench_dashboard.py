@@ -1,17 +1,24 @@
 """Dashboard callbacks on a million-item database (docs/performance.md, "Dashboard").
 
-Builds a DuckDB file with the schema module and Arrow inserts, then times each callback of
-dashboards/app.py called directly (open_for_read + macros + queries + figure), and the same
-views through HTTP against a running server.
+Builds a DuckDB file with the schema module and Arrow inserts (500 tickers by a Zipf law, 30
+days, one item in ten naming two tickers), then times every callback of dashboards/app.py as
+the browser calls it: a POST to /_dash-update-component on a running server (open_for_read,
+macros, queries, figure, JSON), median and worst of --repeats. Baseline, same run: the
+previous dashboard's refresh queries (the trend, movers, shocks and why macros over
+sentiment_series) on the same file.
 
-    python bench/bench_dashboard.py [--items 1000000] [--db /tmp/bench-dashboard.duckdb]
+    python bench/bench_dashboard.py [--items 1000000] [--db /tmp/bench-dashboard.duckdb] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import statistics
 import sys
+import threading
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,6 +29,9 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from connectors.duckdb.schema import create_schema  # noqa: E402
+from connectors.duckdb.snapshot import open_for_read  # noqa: E402
+from dashboards.app import create_app  # noqa: E402
+from dashboards.sql import install_trend_sql  # noqa: E402
 
 START = datetime(2024, 3, 4, tzinfo=timezone.utc)
 CHUNK = 200_000
@@ -75,16 +85,101 @@ def build(path: str, n_items: int, n_tickers: int, days: int, seed: int = 7) -> 
     return time.perf_counter() - began
 
 
+def old_refresh(db: str, ticker: str) -> None:
+    """The previous dashboard's refresh: 24 h window, 30-min buckets, 2 h half-life, one ticker."""
+    with open_for_read(db) as reader:
+        install_trend_sql(reader.con)
+        con = reader.con
+        con.execute("SELECT ticker, count(*) AS n FROM item_tickers GROUP BY ticker ORDER BY n DESC, ticker").fetchall()
+        as_of = con.execute("SELECT max(ts) FROM items").fetchone()[0]
+        since = as_of - timedelta(days=1)
+        con.execute("SELECT * FROM trend(?, ?, ?, 1800, 7200)", [ticker, since, as_of]).fetchall()
+        con.execute("SELECT * FROM why(?, ?, 7200, 10)", [ticker, as_of]).fetchall()
+        con.execute("SELECT * FROM movers(?, 21600, 7200, 8)", [as_of]).fetchall()
+        con.execute("SELECT * FROM shocks(?, ?, 1800, 7200, min_std := 0.02, min_items := 0, "
+                    "min_baseline_items := 0) LIMIT 8", [since, as_of]).fetchall()
+
+
+def serve(db: str) -> tuple[str, callable]:
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, create_app(db, refresh_s=3600).server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/", server.shutdown
+
+
+def request_body(callback: dict, values: list, state: list | None = None) -> bytes:
+    """A callback request as Dash's renderer sends it."""
+    outputs = [dict(zip(("id", "property"), o.rsplit(".", 1))) for o in callback["output"].strip(".").split("...")]
+    return json.dumps({
+        "output": callback["output"], "outputs": outputs if callback["output"].startswith("..") else outputs[0],
+        "inputs": [{**i, "value": v} for i, v in zip(callback["inputs"], values)],
+        "state": [{**i, "value": v} for i, v in zip(callback["state"], state or [])],
+        "changedPropIds": [f"{callback['inputs'][-1]['id']}.{callback['inputs'][-1]['property']}"]}).encode()
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Median and worst wall time of ``fn`` in ms, after one warm-up call."""
+    fn()
+    runs = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - began) * 1000)
+    return statistics.median(runs), max(runs)
+
+
+def post(url: str, body: bytes) -> int:
+    request = urllib.request.Request(url + "_dash-update-component", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return len(response.read())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--tickers", type=int, default=500)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--db", default="/tmp/bench-dashboard.duckdb")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if not Path(args.db).exists():
         took = build(args.db, args.items, args.tickers, args.days)
         print(f"built {args.db}: {args.items:,} items in {took:.1f} s ({args.items / took:,.0f} rows/s)")
+    with duckdb.connect(args.db, read_only=True) as con:
+        n_items, n_links = con.execute("SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM item_tickers)").fetchone()
+        top, busiest = con.execute("SELECT ticker, count(*) FROM item_tickers GROUP BY 1 ORDER BY 2 DESC LIMIT 1").fetchone()
+    print(f"{n_items:,} items, {n_links:,} ticker links; busiest ticker {top} ({busiest:,} items)")
+    base_median, base_worst = timed(lambda: old_refresh(args.db, top), args.repeats)
+    url, stop = serve(args.db)
+    try:
+        deps = {d["output"].strip(".").split(".")[0]: d
+                for d in json.load(urllib.request.urlopen(url + "_dash-dependencies", timeout=30))}
+        cases = [
+            ("refresh: heat map, all tickers (default view)", deps["ticker"], [0, ""], None),
+            ("refresh: heat map, 7 days, news, half-life 15 min", deps["ticker"], [0, "?window=7d&source=news&half_life=15m"], None),
+            (f"refresh: one ticker ({top}), chart + why", deps["ticker"], [0, f"?ticker={top}"], None),
+            ("refresh: compare 3 tickers, last 24 h", deps["ticker"], [0, f"?ticker={top}&ticker=T001&ticker=T250&window=24h"], None),
+            ("refresh: unknown values from the URL", deps["ticker"], [0, "?window=zz&half_life=9&ticker=NOPE"], None),
+            ("sync URL <-> controls", deps["url"], ["", [top], "6h", "1h", "news"], None),
+            ("export CSV, heat map (all tickers)", deps["download"], [1], [""]),
+            (f"export CSV, one ticker ({top})", deps["download"], [1], [f"?ticker={top}"]),
+            ("dead-letter view (open)", deps["dead-letter-view"], [1, 0], None),
+        ]
+        print(f"\n{'callback (HTTP POST /_dash-update-component)':58s} {'median ms':>10s} {'worst ms':>9s} {'bytes':>9s}")
+        print(f"{'baseline: previous refresh queries (one ticker, 24 h)':58s} {base_median:10.0f} {base_worst:9.0f}")
+        worst_median = 0.0
+        for label, callback, values, state in cases:
+            body = request_body(callback, values, state)
+            size = post(url, body)
+            median, worst = timed(lambda: post(url, body), args.repeats)
+            worst_median = max(worst_median, median)
+            print(f"{label:58s} {median:10.0f} {worst:9.0f} {size:9,d}")
+        print(f"\nslowest callback median {worst_median:.0f} ms (target <= 300 ms); "
+              f"baseline / slowest = {base_median / worst_median:.1f}x")
+    finally:
+        stop()
 
 
 if __name__ == "__main__":

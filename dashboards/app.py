@@ -11,11 +11,9 @@ links only for http(s) URLs.
 """
 from __future__ import annotations
 
-import csv
-import io
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -23,6 +21,8 @@ import dash
 import flask
 import numpy as np
 import plotly.io as pio
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from dash import Input, Output, State, ctx, dcc, html
 
 from connectors.duckdb.snapshot import ReadConnection, open_for_read
@@ -44,6 +44,7 @@ MOVERS_PER_WINDOW = 4  # movers compare now with a quarter of the window ago
 NICE_BUCKETS_S = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)  # all divide the horizon
 DEAD_LETTERS_SHOWN = 50
 RAW_SHOWN = 240  # characters of a dead letter's raw bytes
+SHOWN_DECIMALS = 4  # of values sent to the charts (the page prints 3); the CSV keeps 6
 POSITIVE, NEUTRAL, NEGATIVE = "#1a9850", "#8c8c8c", "#d73027"
 RECENCY_COLOUR, MEAN_COLOUR = "#2c5aa0", "#f39c12"
 TEMPLATE = pio.templates["plotly_white"].to_plotly_json()
@@ -204,7 +205,7 @@ def heatmap_figure(grid: SentimentGrid, order: list[int]) -> dict:
     """Every ticker (rows, busiest first) by as-of time: recency-weighted sentiment, red to green."""
     rows = np.asarray(order, dtype=np.int64)
     return {"data": [{
-        "type": "heatmap", "z": grid.sentiment[rows], "x": [t.isoformat() for t in grid.as_of],
+        "type": "heatmap", "z": grid.sentiment[rows].round(SHOWN_DECIMALS), "x": [t.isoformat() for t in grid.as_of],
         "y": [grid.tickers[r] for r in order], "zmin": -1, "zmax": 1, "customdata": grid.n_items[rows],
         "colorscale": [[0, NEGATIVE], [0.5, "#f2f2f2"], [1, POSITIVE]], "xgap": 1, "ygap": 1, "hoverongaps": False,
         "colorbar": {"title": {"text": "sentiment"}, "thickness": 12, "len": min(1.0, 300 / (22 * len(order) + 80))},
@@ -492,27 +493,27 @@ def _grid(reader: ReadConnection, state: ViewState, frame: Frame, tickers: list[
 def export_csv(reader: ReadConnection, state: ViewState) -> str:
     """What the chart shows, as CSV: every ticker's grid (heat map) or the picked tickers'."""
     as_of = reader.con.execute("SELECT max(ts) FROM items").fetchone()[0]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    columns = ["ticker", "bucket", "as_of", "sentiment", "horizon_items", "n_items", "n_positive", "n_neutral",
-               "n_negative", "mean_score"]
-    writer.writerow(columns + ["half_life_s", "source"])
     if as_of is None:
-        return out.getvalue()
-    grid = _grid(reader, state, view_frame(reader, as_of, state.window), list(state.tickers) or None)
-    for row in grid.rows():
-        writer.writerow([row[c].isoformat() if isinstance(row[c], datetime) else "" if row[c] is None else row[c]
-                         for c in columns] + [HALF_LIVES[state.half_life][1], state.source])
-    return out.getvalue()
+        grid = sentiment_grid(reader.con, datetime.now(timezone.utc), 1, 60, 3600, tickers=[])
+    else:
+        grid = _grid(reader, state, view_frame(reader, as_of, state.window), list(state.tickers) or None)
+    shown = np.repeat(grid.horizon_items.sum(axis=1) > 0, len(grid.as_of))  # a picked ticker without items: not drawn
+    table = grid.table().filter(pa.array(shown, pa.bool_()))
+    n_rows = table.num_rows
+    table = table.append_column("half_life_s", pa.array([HALF_LIVES[state.half_life][1]] * n_rows, pa.int64()))
+    table = table.append_column("source", pa.array([state.source] * n_rows, pa.string()))
+    out = pa.BufferOutputStream()
+    pa_csv.write_csv(table, out, pa_csv.WriteOptions(quoting_style="needed"))
+    return out.getvalue().to_pybytes().decode()
 
 
 def _movers(grid: SentimentGrid) -> tuple[list[dict], int]:
+    """The 8 largest changes of S over the last quarter of the window, and that period in seconds."""
     back = max(1, (len(grid.as_of) - 1) // MOVERS_PER_WINDOW)
     before, now = grid.sentiment[:, -1 - back], grid.sentiment[:, -1]
-    change = now - before
+    change, fresh = now - before, grid.n_items[:, -back:].sum(axis=1)
     rows = [{"ticker": grid.tickers[t], "sentiment_before": float(before[t]), "sentiment_now": float(now[t]),
-             "change": float(change[t]), "n_new": int(grid.n_items[t, -back:].sum())}
-            for t in np.nonzero(~np.isnan(change))[0]]
+             "change": float(change[t]), "n_new": int(fresh[t])} for t in np.nonzero(~np.isnan(change))[0]]
     return sorted(rows, key=lambda r: (-abs(r["change"]), r["ticker"]))[:8], back * grid.step_s
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 from numpy.lib.stride_tricks import sliding_window_view
 
 from connectors.duckdb.sentiment_macro import DEFAULT_HORIZON_S, install_sentiment_macro
@@ -239,18 +240,25 @@ class SentimentGrid:
     n_negative: np.ndarray
     mean_score: np.ndarray          # plain mean of the bucket's items; NaN when empty
 
-    def rows(self) -> list[dict]:
-        """One dict per (ticker, as-of), ticker by ticker: what the CSV export writes."""
-        return [{"ticker": ticker, "bucket": self.as_of[p] - timedelta(seconds=self.step_s), "as_of": self.as_of[p],
-                 "sentiment": _finite(self.sentiment[t, p]), "horizon_items": int(self.horizon_items[t, p]),
-                 "n_items": int(self.n_items[t, p]), "n_positive": int(self.n_positive[t, p]),
-                 "n_neutral": int(self.n_neutral[t, p]), "n_negative": int(self.n_negative[t, p]),
-                 "mean_score": _finite(self.mean_score[t, p])}
-                for t, ticker in enumerate(self.tickers) for p in range(len(self.as_of))]
+    def table(self, decimals: int = 6) -> pa.Table:
+        """One row per (ticker, as-of), ticker by ticker, values to ``decimals``: what the CSV export writes."""
+        n_tickers, n_points = self.sentiment.shape
+        # ISO-8601 text, made once per column of the grid: Arrow's CSV writer formats zoned timestamps slowly
+        as_of = np.array([t.isoformat() for t in self.as_of], dtype=object)
+        bucket = np.array([(t - timedelta(seconds=self.step_s)).isoformat() for t in self.as_of], dtype=object)
 
-
-def _finite(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
+        def flat(values: np.ndarray) -> pa.Array:
+            values = values.ravel()
+            if values.dtype.kind != "f":
+                return pa.array(values)
+            return pa.array(values.round(decimals), mask=np.isnan(values))
+        return pa.table({
+            "ticker": pa.array(np.repeat(np.array(self.tickers, dtype=object), n_points), pa.string()),
+            "bucket": pa.array(np.tile(bucket, n_tickers), pa.string()),
+            "as_of": pa.array(np.tile(as_of, n_tickers), pa.string()),
+            "sentiment": flat(self.sentiment), "horizon_items": flat(self.horizon_items),
+            "n_items": flat(self.n_items), "n_positive": flat(self.n_positive), "n_neutral": flat(self.n_neutral),
+            "n_negative": flat(self.n_negative), "mean_score": flat(self.mean_score)})
 
 
 def sentiment_grid(con: duckdb.DuckDBPyConnection, until: datetime, n_points: int, step_s: int,
@@ -274,12 +282,12 @@ def sentiment_grid(con: duckdb.DuckDBPyConnection, until: datetime, n_points: in
     names = sorted(set(cells["ticker"].tolist())) if tickers is None else list(tickers)
     index = {name: n for n, name in enumerate(names)}
     rows = np.array([index[name] for name in cells["ticker"].tolist()], dtype=np.int64)
-    columns = np.asarray(cells["j"], dtype=np.int64) + width - 1  # j = 0 (until) is the last column
+    cell = rows * width + np.asarray(cells["j"], dtype=np.int64) + width - 1  # j = 0 (until): the last column
 
-    def dense(values) -> np.ndarray:
-        out = np.zeros((len(names), width))
-        np.add.at(out, (rows, columns), np.asarray(values, dtype=float))
-        return out
+    def dense(values) -> np.ndarray:  # one cell per (ticker, bucket): GROUP BY made them unique
+        out = np.zeros(len(names) * width)
+        out[cell] = np.asarray(values, dtype=float)
+        return out.reshape(len(names), width)
 
     def per_point(matrix: np.ndarray) -> np.ndarray:  # sum over each point's horizon of buckets
         return sliding_window_view(matrix, per_horizon, axis=1).sum(axis=2)

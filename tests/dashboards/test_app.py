@@ -132,7 +132,7 @@ def test_landing_view_is_a_heat_map_of_every_ticker(browser, trend_db, tmp_path)
         assert text_of(browser, "chart-title").startswith("All tickers")
         aapl = [v for v in shown["z"][0] if v is not None]
         assert aapl[0] > 0.5 and aapl[-1] < -0.5  # good news, then bad: green to red along the row
-        assert aapl[-1] == pytest.approx(grid_sentiment_at_end(trend_db, "AAPL", HALF_LIVES[DEFAULT_HALF_LIFE][1]))
+        assert aapl[-1] == pytest.approx(grid_sentiment_at_end(trend_db, "AAPL", HALF_LIVES[DEFAULT_HALF_LIFE][1]), abs=1e-4)
         assert not browser.find_element(By.ID, "why-card").is_displayed()  # full width for the overview
         save_screenshot(browser, tmp_path, "dashboard-heatmap.png")
     finally:
@@ -252,7 +252,7 @@ def test_export_downloads_what_is_shown(browser, trend_db, tmp_path):
         wait_for(browser, lambda d: target.exists() and target.stat().st_size > 0)
         rows = list(csv.DictReader(io.StringIO(target.read_text())))
         assert {r["ticker"] for r in rows} == {"MSFT"} and len(rows) == 36  # 6 h of 10-min buckets
-        assert float(rows[-1]["sentiment"]) == pytest.approx(grid_sentiment_at_end(trend_db, "MSFT", 3600))
+        assert float(rows[-1]["sentiment"]) == pytest.approx(grid_sentiment_at_end(trend_db, "MSFT", 3600), abs=1e-6)
         assert sum(int(r["n_items"]) for r in rows) == 36  # one MSFT item every 10 minutes
     finally:
         stop()
