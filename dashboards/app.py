@@ -130,7 +130,7 @@ def _fmt_time(ts: datetime | None) -> str:
 def _duration(seconds: float) -> str:
     if seconds >= 172800:
         return f"{seconds / 86400:g} days"
-    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.3g} h" if seconds >= 7200 or seconds % 3600 == 0 else f"{seconds / 60:.0f} min"
 
 
 def _finite(value: float) -> float | None:
@@ -208,10 +208,12 @@ def heatmap_figure(grid: SentimentGrid, order: list[int]) -> dict:
         "type": "heatmap", "z": grid.sentiment[rows].round(SHOWN_DECIMALS), "x": [t.isoformat() for t in grid.as_of],
         "y": [grid.tickers[r] for r in order], "zmin": -1, "zmax": 1, "customdata": grid.n_items[rows],
         "colorscale": [[0, NEGATIVE], [0.5, "#f2f2f2"], [1, POSITIVE]], "xgap": 1, "ygap": 1, "hoverongaps": False,
-        "colorbar": {"title": {"text": "sentiment"}, "thickness": 12, "len": min(1.0, 300 / (22 * len(order) + 80))},
+        "colorbar": {"title": {"text": "sentiment"}, "thickness": 12, "lenmode": "pixels", "len": 240,
+                     "y": 1, "yanchor": "top"},
         "hovertemplate": "%{y} as of %{x}<br>sentiment %{z:+.3f}<br>%{customdata} items in the bucket<extra></extra>"}],
         "layout": {"template": TEMPLATE, "height": max(320, 22 * len(order) + 90),
-                   "margin": {"l": 70, "r": 20, "t": 10, "b": 40}, "uirevision": "heatmap",
+                   "margin": {"l": 70, "r": 20, "t": 64, "b": 10}, "uirevision": "heatmap",
+                   "xaxis": {"side": "top"},  # a tall map: the time axis where the reader starts
                    "yaxis": {"autorange": "reversed", "type": "category", "dtick": 1}}}
 
 

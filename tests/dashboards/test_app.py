@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from connectors.duckdb.snapshot import open_for_read
 
 from dashboards.app import (DEFAULT_HALF_LIFE, DEFAULT_WINDOW, HALF_LIVES, WINDOWS, ViewState, bucket_seconds,
                             create_app, parse_state, raw_text, score_colour, state_from_search, view_frame)
+from dashboards.sql import install_trend_sql
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -116,7 +116,6 @@ def save_screenshot(driver, tmp_path, name: str) -> Path:
 def grid_sentiment_at_end(db: str, ticker: str, half_life_s: float) -> float:
     """The value the page should show now, straight from the SQL macro."""
     with open_for_read(db) as reader:
-        from dashboards.sql import install_trend_sql
         install_trend_sql(reader.con)
         return reader.con.execute("SELECT sentiment FROM sentiment_asof(?, (SELECT max(ts) FROM items), ?)",
                                   [ticker, half_life_s]).fetchone()[0]
