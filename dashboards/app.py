@@ -78,7 +78,7 @@ def _clean_tickers(values: object) -> tuple[str, ...]:
     found: list[str] = []
     for value in values:
         ticker = value.strip().upper().lstrip("$") if isinstance(value, str) else ""
-        if 0 < len(ticker) <= 32 and ticker.isprintable() and ticker not in found:
+        if 0 < len(ticker) <= 32 and ticker.isprintable() and "," not in ticker and ticker not in found:
             found.append(ticker)
     return tuple(found[:MAX_TICKERS])
 
@@ -95,7 +95,10 @@ def parse_state(tickers: object = (), window: object = None, half_life: object =
 
 def state_from_search(search: object) -> ViewState:
     """The view a URL query string asks for (anything unreadable: the default view)."""
-    query = parse_qs(search.lstrip("?"), max_num_fields=64) if isinstance(search, str) and len(search) < 4096 else {}
+    try:
+        query = parse_qs(search.lstrip("?"), max_num_fields=64) if isinstance(search, str) and len(search) < 4096 else {}
+    except ValueError:  # more than 64 fields
+        query = {}
 
     def last(key: str) -> str | None:
         return query.get(key, [None])[-1]
