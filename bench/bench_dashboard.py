@@ -154,18 +154,19 @@ def main() -> None:
     base_median, base_worst = timed(lambda: old_refresh(args.db, top), args.repeats)
     url, stop = serve(args.db)
     try:
-        deps = {d["output"].strip(".").split(".")[0]: d
+        deps = {d["output"].strip(".").split("...")[0].split("@")[0]: d
                 for d in json.load(urllib.request.urlopen(url + "_dash-dependencies", timeout=30))}
         cases = [
-            ("refresh: heat map, all tickers (default view)", deps["ticker"], [0, ""], None),
-            ("refresh: heat map, 7 days, news, half-life 15 min", deps["ticker"], [0, "?window=7d&source=news&half_life=15m"], None),
-            (f"refresh: one ticker ({top}), chart + why", deps["ticker"], [0, f"?ticker={top}"], None),
-            ("refresh: compare 3 tickers, last 24 h", deps["ticker"], [0, f"?ticker={top}&ticker=T001&ticker=T250&window=24h"], None),
-            ("refresh: unknown values from the URL", deps["ticker"], [0, "?window=zz&half_life=9&ticker=NOPE"], None),
-            ("sync URL <-> controls", deps["url"], ["", [top], "6h", "1h", "news"], None),
-            ("export CSV, heat map (all tickers)", deps["download"], [1], [""]),
-            (f"export CSV, one ticker ({top})", deps["download"], [1], [f"?ticker={top}"]),
-            ("dead-letter view (open)", deps["dead-letter-view"], [1, 0], None),
+            ("refresh: heat map, all tickers (default view)", deps["ticker.options"], [0, ""], None),
+            ("refresh: heat map, 7 days, news, half-life 15 min", deps["ticker.options"], [0, "?window=7d&source=news&half_life=15m"], None),
+            (f"refresh: one ticker ({top}), chart + why", deps["ticker.options"], [0, f"?ticker={top}"], None),
+            ("refresh: compare 3 tickers, last 24 h", deps["ticker.options"], [0, f"?ticker={top}&ticker=T001&ticker=T250&window=24h"], None),
+            ("refresh: unknown values from the URL", deps["ticker.options"], [0, "?window=zz&half_life=9&ticker=NOPE"], None),
+            ("sync URL <-> controls", deps["url.search"], ["", [top], "6h", "1h", "news"], None),
+            ("heat-map row click", deps["ticker.value"], [{"points": [{"y": top}]}], [""]),
+            ("export CSV, heat map (all tickers)", deps["download.data"], [1], [""]),
+            (f"export CSV, one ticker ({top})", deps["download.data"], [1], [f"?ticker={top}"]),
+            ("dead-letter view (open)", deps["dead-letter-view.children"], [1, 0], None),
         ]
         print(f"\n{'callback (HTTP POST /_dash-update-component)':58s} {'median ms':>10s} {'worst ms':>9s} {'bytes':>9s}")
         print(f"{'baseline: previous refresh queries (one ticker, 24 h)':58s} {base_median:10.0f} {base_worst:9.0f}")

@@ -396,6 +396,16 @@ def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
         state = parse_state(tickers, window, half_life, source)
         return (state.search(),) + (dash.no_update,) * 4
 
+    @app.callback(Output("ticker", "value", allow_duplicate=True), Input("trend-chart", "clickData"),
+                  State("url", "search"), prevent_initial_call=True)
+    def open_row(click, search):
+        """A click on a row of the heat map charts that ticker."""
+        points = click.get("points") if isinstance(click, dict) else None
+        ticker = points[0].get("y") if isinstance(points, list) and points and isinstance(points[0], dict) else None
+        if state_from_search(search).tickers or not _clean_tickers([ticker]):
+            return dash.no_update
+        return list(_clean_tickers([ticker]))
+
     @app.callback(*PANELS, Input("refresh", "n_intervals"), Input("url", "search"))
     def refresh(_tick, search):
         try:
@@ -445,8 +455,8 @@ def guard_callback_requests(app: dash.Dash) -> None:
     else (a missing key, a list for a dict); the values themselves are the callbacks' concern.
     """
     declared = {}
-    for callback in app._callback_list:
-        outputs = [tuple(o.rsplit(".", 1)) for o in callback["output"].strip(".").split("...")]
+    for callback in app._callback_list:  # an allow_duplicate output is "id.property@hash"
+        outputs = [tuple(o.split("@")[0].rsplit(".", 1)) for o in callback["output"].strip(".").split("...")]
         declared[callback["output"]] = (outputs, [(i["id"], i["property"]) for i in callback["inputs"]],
                                         [(i["id"], i["property"]) for i in callback["state"]])
     dispatch_path = app.config.requests_pathname_prefix + "_dash-update-component"
@@ -459,7 +469,8 @@ def guard_callback_requests(app: dash.Dash) -> None:
         expected = declared.get(body.get("output")) if isinstance(body, dict) and isinstance(body.get("output"), str) else None
         if expected is not None:
             outputs = body.get("outputs")
-            outputs = _pairs(outputs if isinstance(outputs, list) else [outputs])
+            outputs = [(i, p.split("@")[0] if isinstance(p, str) else p)
+                       for i, p in _pairs(outputs if isinstance(outputs, list) else [outputs]) or [(None, None)]]
             changed = body.get("changedPropIds", [])
             if (outputs == expected[0] and _pairs(body.get("inputs")) == expected[1]
                     and _pairs(body.get("state", [])) == expected[2]

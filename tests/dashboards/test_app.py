@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -134,6 +135,21 @@ def test_landing_view_is_a_heat_map_of_every_ticker(browser, trend_db, tmp_path)
         assert aapl[-1] == pytest.approx(grid_sentiment_at_end(trend_db, "AAPL", HALF_LIVES[DEFAULT_HALF_LIFE][1]), abs=1e-4)
         assert not browser.find_element(By.ID, "why-card").is_displayed()  # full width for the overview
         save_screenshot(browser, tmp_path, "dashboard-heatmap.png")
+    finally:
+        stop()
+
+
+@pytest.mark.slow
+def test_clicking_a_heat_map_row_charts_that_ticker(browser, trend_db):
+    url, stop = serve(trend_db, refresh_s=30)
+    try:
+        browser.get(url)
+        wait_for(browser, lambda d: heatmap(d))
+        area = browser.find_element(By.CSS_SELECTOR, "#trend-chart .nsewdrag")
+        width, height = area.size["width"], area.size["height"]
+        ActionChains(browser).move_to_element_with_offset(area, -width // 2 + 40, height // 2 - 20).click().perform()
+        wait_for(browser, lambda d: text_of(d, "chart-title").startswith("TSLA"))  # the bottom row
+        assert query_of(browser)["ticker"] == ["TSLA"]
     finally:
         stop()
 
@@ -381,9 +397,9 @@ def test_score_colours_run_red_grey_green():
 
 
 def callbacks(url: str) -> dict[str, dict]:
-    """The page's callbacks as the page itself learns them, by their first output's component."""
+    """The page's callbacks as the page itself learns them, by their first output."""
     deps = json.load(urllib.request.urlopen(url + "_dash-dependencies", timeout=10))
-    return {d["output"].strip(".").split(".")[0]: d for d in deps}
+    return {d["output"].strip(".").split("...")[0].split("@")[0]: d for d in deps}
 
 
 def call(url: str, callback: dict, values: list, state: list | None = None,
@@ -417,24 +433,28 @@ def test_crafted_callback_requests_never_get_a_500(trend_db):
     url, stop = serve(trend_db, refresh_s=30)
     try:
         found = callbacks(url)
-        assert set(found) == {"url", "ticker", "download", "dead-letter-view"}
+        assert set(found) == {"url.search", "ticker.options", "download.data", "dead-letter-view.children",
+                              "ticker.value"}  # the last: the heat-map click, an allow_duplicate output
         for value in CRAFTED:
             for callback, values, state in (
-                    (found["ticker"], [value, "?window=zz"], None),
-                    (found["ticker"], [0, f"?half_life={value}&window={value}&source={value}&ticker={value}"], None),
-                    (found["url"], [value, value, value, value, value], None),
-                    (found["url"], ["?x=1", value, value, value, value], None),
-                    (found["download"], [value], [value]),
-                    (found["dead-letter-view"], [value, value], None)):
+                    (found["ticker.options"], [value, "?window=zz"], None),
+                    (found["ticker.options"], [0, f"?half_life={value}&window={value}&source={value}&ticker={value}"], None),
+                    (found["url.search"], [value, value, value, value, value], None),
+                    (found["url.search"], ["?x=1", value, value, value, value], None),
+                    (found["download.data"], [value], [value]),
+                    (found["dead-letter-view.children"], [value, value], None),
+                    (found["ticker.value"], [value], [value]),
+                    (found["ticker.value"],
+                     [{"points": [{"y": value}]}], [""])):
                 status, body = call(url, callback, values, state)
                 assert status in (200, 204), (callback["output"], value, status, body[:300])
-        status, body = call(url, found["ticker"], [1, "?half_life=9&window=1y"])
+        status, body = call(url, found["ticker.options"], [1, "?half_life=9&window=1y"])
         panels = json.loads(body)["response"]
         assert panels["chart-title"]["children"][0] == "All tickers"  # the default view
-        status, body = call(url, found["url"], [None, ["MSFT"], "nope", "6 h", 5], changed=["ticker.value"])
+        status, body = call(url, found["url.search"], [None, ["MSFT"], "nope", "6 h", 5], changed=["ticker.value"])
         assert json.loads(body)["response"]["url"]["search"] == "?ticker=MSFT"  # unknown values: defaults
         for malformed in (b"", b"not json", b"[]", b"{}", b'{"output": 1}', b'{"output": "url.search"}',
-                          json.dumps({"output": found["url"]["output"], "outputs": [], "inputs": "zz"}).encode()):
+                          json.dumps({"output": found["url.search"]["output"], "outputs": [], "inputs": "zz"}).encode()):
             status, _ = post(url, malformed)
             assert status == 400, malformed
     finally:
@@ -445,7 +465,7 @@ def test_crafted_callback_requests_never_get_a_500(trend_db):
 def test_export_callback_writes_the_heat_map_grid(trend_db):
     url, stop = serve(trend_db, refresh_s=30)
     try:
-        status, body = call(url, callbacks(url)["download"], [1], ["?window=24h&source=news"])
+        status, body = call(url, callbacks(url)["download.data"], [1], ["?window=24h&source=news"])
         assert status == 200
         download = json.loads(body)["response"]["download"]["data"]
         rows = list(csv.DictReader(io.StringIO(download["content"])))
