@@ -420,7 +420,11 @@ def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
                   prevent_initial_call=True)
     def export(_clicks, search):
         state = state_from_search(search)
-        with open_for_read(db_path) as reader:
+        try:
+            reader = open_for_read(db_path)
+        except Exception:  # noqa: BLE001 - the header already says why the file cannot be read
+            return dash.no_update
+        with reader:
             install_trend_sql(reader.con)
             content = export_csv(reader, state)
         return {"content": content, "filename": f"tickerpulse-{state.window}-{state.half_life}.csv",
@@ -431,7 +435,11 @@ def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
     def dead_letters(clicks, _tick):
         if not isinstance(clicks, int) or clicks % 2 == 0:
             return dash.no_update, True
-        with open_for_read(db_path) as reader:
+        try:
+            reader = open_for_read(db_path)
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the next tick retries
+            return html.P(f"cannot read {db_path}: {exc}", className="empty"), False
+        with reader:
             rows = _rows(reader, "SELECT seen_at, stage, reason, source_location, raw FROM dead_letters "
                                  "ORDER BY seen_at DESC, id LIMIT ?", [DEAD_LETTERS_SHOWN])
             total = reader.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]

@@ -462,6 +462,24 @@ def test_crafted_callback_requests_never_get_a_500(trend_db):
 
 
 @pytest.mark.slow
+def test_a_database_gone_missing_is_reported_not_a_500(trend_db, tmp_path):
+    db = str(tmp_path / "gone.duckdb")
+    shutil.copy(trend_db, db)
+    url, stop = serve(db, refresh_s=30)
+    try:
+        found = callbacks(url)
+        os.remove(db)
+        status, body = call(url, found["ticker.options"], [1, ""])
+        assert status == 200 and "cannot read" in json.loads(body)["response"]["status"]["children"]
+        status, body = call(url, found["dead-letter-view.children"], [1, 0])
+        assert status == 200 and "cannot read" in body.decode()
+        status, body = call(url, found["download.data"], [1], [""])
+        assert status in (200, 204) and b"content" not in body  # nothing to download
+    finally:
+        stop()
+
+
+@pytest.mark.slow
 def test_export_callback_writes_the_heat_map_grid(trend_db):
     url, stop = serve(trend_db, refresh_s=30)
     try:
