@@ -156,12 +156,14 @@ def main() -> None:
     try:
         deps = {d["output"].strip(".").split("...")[0].split("@")[0]: d
                 for d in json.load(urllib.request.urlopen(url + "_dash-dependencies", timeout=30))}
+        refresh = deps["ticker.options"]
         cases = [
-            ("refresh: heat map, all tickers (default view)", deps["ticker.options"], [0, ""], None),
-            ("refresh: heat map, 7 days, news, half-life 15 min", deps["ticker.options"], [0, "?window=7d&source=news&half_life=15m"], None),
-            (f"refresh: one ticker ({top}), chart + why", deps["ticker.options"], [0, f"?ticker={top}"], None),
-            ("refresh: compare 3 tickers, last 24 h", deps["ticker.options"], [0, f"?ticker={top}&ticker=T001&ticker=T250&window=24h"], None),
-            ("refresh: unknown values from the URL", deps["ticker.options"], [0, "?window=zz&half_life=9&ticker=NOPE"], None),
+            ("refresh: heat map, all tickers (default view)", refresh, [0, ""], None),
+            ("refresh: heat map, 7 days, news, half-life 15 min", refresh, [0, "?window=7d&source=news&half_life=15m"], None),
+            (f"refresh: one ticker ({top}), chart + why", refresh, [0, f"?ticker={top}"], None),
+            ("refresh: compare 3 tickers, last 24 h", refresh,
+             [0, f"?ticker={top}&ticker=T001&ticker=T250&window=24h"], None),
+            ("refresh: unknown values from the URL", refresh, [0, "?window=zz&half_life=9&ticker=NOPE"], None),
             ("sync URL <-> controls", deps["url.search"], ["", [top], "6h", "1h", "news"], None),
             ("heat-map row click", deps["ticker.value"], [{"points": [{"y": top}]}], [""]),
             ("export CSV, heat map (all tickers)", deps["download.data"], [1], [""]),

@@ -474,7 +474,8 @@ def guard_callback_requests(app: dash.Dash) -> None:
         if flask.request.path != dispatch_path or flask.request.method != "POST":
             return None
         body = flask.request.get_json(silent=True)
-        expected = declared.get(body.get("output")) if isinstance(body, dict) and isinstance(body.get("output"), str) else None
+        named = body.get("output") if isinstance(body, dict) else None
+        expected = declared.get(named) if isinstance(named, str) else None
         if expected is not None:
             outputs = body.get("outputs")
             outputs = [(i, p.split("@")[0] if isinstance(p, str) else p)

@@ -19,10 +19,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from connectors.duckdb.sentiment_macro import DEFAULT_HORIZON_S, install_sentiment_macro
 
-# The shock rule (docs/dashboard.md, "Shocks"; the ``shocks`` macro's defaults and ``grid_shocks``): a point of the recency-weighted
-# series is a shock when it is more than SHOCK_K deviations away from the mean of the previous
-# SHOCK_TRAILING_N points, the deviation floored at SHOCK_MIN_STD, AND enough items support it:
-# at least SHOCK_MIN_ITEMS in its own bucket and SHOCK_MIN_BASELINE_ITEMS in the trailing buckets.
+# The shock rule (docs/dashboard.md, "Shocks"; the ``shocks`` macro's defaults and ``grid_shocks``):
+# a point of the recency-weighted series is a shock when it is more than SHOCK_K deviations away
+# from the mean of the points of the previous SHOCK_TRAILING_N buckets, the deviation floored at
+# SHOCK_MIN_STD, AND enough items support it: at least SHOCK_MIN_ITEMS in its own bucket and
+# SHOCK_MIN_BASELINE_ITEMS in the trailing buckets.
 SHOCK_K = 3.0
 SHOCK_TRAILING_N = 12
 SHOCK_MIN_STD = 0.05
