@@ -7,6 +7,7 @@ and locks the connection down (``connectors.duckdb.sandbox``): no file system, n
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 import re
 import sys
@@ -187,5 +188,12 @@ def dashboard(argv: list[str]) -> int:
 
     app = create_app(args.db, refresh_s=args.refresh)
     print(f"TickerPulse dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
+    try:  # localhost, 127.0.0.0/8 and ::1 reach this machine only; a host name may resolve to anything
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        print(f"warning: --host {args.host} serves the dashboard beyond this machine, and it has no login: "
+              f"anyone who can reach port {args.port} can read {args.db}", file=sys.stderr)
     app.run(host=args.host, port=args.port, debug=False)
     return 0

@@ -1,8 +1,9 @@
 """DuckDB table macros for the recency attention, so trend queries can pick h after the fact.
 
-``sentiment_series(tickers, start_at, stop_at, step_s, half_life_s[, horizon_s, top_k])``:
-S_k(t) for each ticker (NULL = all) at start_at, start_at + step, ... <= stop_at.
-``sentiment_asof(ticker, as_of, half_life_s[, horizon_s, top_k])``: one ticker, one as-of time.
+``sentiment_series(tickers, start_at, stop_at, step_s, half_life_s[, horizon_s, top_k, sources])``:
+S_k(t) for each ticker (NULL = all) at start_at, start_at + step, ... <= stop_at, from the items
+of the listed sources (NULL = all).
+``sentiment_asof(ticker, as_of, half_life_s[, horizon_s, top_k, sources])``: one ticker, one as-of time.
 
 Both read ``items`` + ``item_tickers`` and return the columns of ``ticker_sentiment`` (ticker,
 ts, half_life_s, sentiment, n_items, ess, mean_score, top_items); an empty horizon gives no row.
@@ -22,7 +23,7 @@ DEFAULT_TOP_K = 5
 
 _SERIES = """
 CREATE OR REPLACE {kind} MACRO sentiment_series(tickers, start_at, stop_at, step_s, half_life_s,
-                                          horizon_s := {horizon}, top_k := {top_k})
+                                          horizon_s := {horizon}, top_k := {top_k}, sources := NULL)
 AS TABLE
 WITH grid AS (
     SELECT epoch_us(as_of) AS as_of_us
@@ -32,7 +33,11 @@ WITH grid AS (
 ), tagged AS (
     SELECT t.ticker, i.id, epoch_us(i.ts) AS ts_us, i.score, i.relevance
     FROM items i JOIN item_tickers t ON t.item_id = i.id
-    WHERE tickers IS NULL OR list_contains(tickers, t.ticker)
+    WHERE (tickers IS NULL OR list_contains(tickers, t.ticker))
+      AND (sources IS NULL OR list_contains(sources, i.source))
+      -- only items some as-of time can see: lets the scan skip row groups by their ts range
+      AND i.ts <= stop_at::TIMESTAMPTZ
+      AND i.ts > start_at::TIMESTAMPTZ - to_microseconds(CAST(round(horizon_s * 1e6) AS BIGINT))
 ), newest AS (
     -- per ticker and as-of time: the newest item at or before it (ASOF) and the ticker's top r
     SELECT q.ticker, q.as_of_us, q.max_relevance, n.ts_us AS newest_us
@@ -79,10 +84,10 @@ ORDER BY ticker, as_of_us
 
 _ASOF = """
 CREATE OR REPLACE {kind} MACRO sentiment_asof(ticker, as_of, half_life_s,
-                                        horizon_s := {horizon}, top_k := {top_k})
+                                        horizon_s := {horizon}, top_k := {top_k}, sources := NULL)
 AS TABLE
 SELECT * FROM sentiment_series([ticker], as_of, as_of, 1, half_life_s,
-                               horizon_s := horizon_s, top_k := top_k)
+                               horizon_s := horizon_s, top_k := top_k, sources := sources)
 """
 
 

@@ -119,3 +119,25 @@ def times() -> tuple[datetime, datetime, datetime]:
 @pytest.fixture(scope="session")
 def trend_db(tmp_path_factory) -> str:
     return build_trend_db(str(tmp_path_factory.mktemp("trend") / "pulse.duckdb"))
+
+
+HOSTILE_RAW = b"\x1b]0;owned\x07<img src=x onerror=window.pwned=1>\r\x00\xff\xfe broken"
+
+
+@pytest.fixture
+def dead_letter_db(tmp_path) -> tuple[str, bytes]:
+    """The trend database with one more dead letter (terminal escapes, markup, NUL, non-UTF-8), and its bytes."""
+    path = build_trend_db(str(tmp_path / "dead.duckdb"))
+    with duckdb.connect(path) as con:
+        con.execute("INSERT INTO dead_letters VALUES ('d3', ?, 'not UTF-8', 'parse', 'in.jsonl:12', NULL, NULL, NULL, ?)",
+                    [HOSTILE_RAW, END + timedelta(minutes=1)])
+    return path, HOSTILE_RAW
+
+
+@pytest.fixture
+def empty_db(tmp_path) -> str:
+    """A database with the schema and nothing in it, as a fresh backfill target."""
+    path = str(tmp_path / "empty.duckdb")
+    with duckdb.connect(path) as con:
+        create_schema(con)
+    return path

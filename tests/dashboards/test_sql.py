@@ -4,9 +4,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import duckdb
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from dashboards.sql import install_trend_sql, trend_series
+from connectors.duckdb.schema import create_schema
+from dashboards.sql import (SHOCK_K, SHOCK_MIN_BASELINE_ITEMS, SHOCK_MIN_ITEMS, grid_shocks, install_trend_sql,
+                            sentiment_grid, trend_series)
 
 
 @pytest.fixture(autouse=True)
@@ -87,12 +92,15 @@ def test_movers_rank_the_largest_change_first(con):
 
 
 def test_shocks_flag_the_turn_and_nothing_in_steady_series(con):
-    shocks = rows(con, "SELECT * FROM shocks(?, ?, 900, 3600)", [START, END])
+    # hourly buckets: 6 AAPL items in each, enough support for the default rule
+    shocks = rows(con, "SELECT * FROM shocks(?, ?, 3600, 3600)", [START, END])
     assert shocks and {s["ticker"] for s in shocks} == {"AAPL"}
-    assert all(TURN <= s["ts"] <= TURN + timedelta(hours=1) for s in shocks)  # the first bad item is at TURN
-    assert all(s["z"] < -3 for s in shocks)
-    stricter = rows(con, "SELECT * FROM shocks(?, ?, 900, 3600, k := 10)", [START, END])
+    assert all(TURN < s["ts"] <= TURN + timedelta(hours=2) for s in shocks)  # the first bad item is at TURN
+    assert all(s["z"] < -3 and s["n_items"] == 6 and s["baseline_items"] >= 30 for s in shocks)
+    stricter = rows(con, "SELECT * FROM shocks(?, ?, 3600, 3600, k := 10)", [START, END])
     assert len(stricter) < len(shocks)
+    # 15-minute buckets hold one or two items: too few to call anything a shock
+    assert rows(con, "SELECT * FROM shocks(?, ?, 900, 3600)", [START, END]) == []
 
 
 def test_why_lists_the_heaviest_items_of_the_ticker(con):
@@ -110,8 +118,6 @@ def test_dead_letter_summary_groups_by_stage_and_reason(con):
 
 
 def test_macros_on_an_empty_database(tmp_path):
-    from connectors.duckdb.schema import create_schema
-
     con = duckdb.connect(str(tmp_path / "empty.duckdb"))
     create_schema(con)
     install_trend_sql(con)
@@ -120,3 +126,93 @@ def test_macros_on_an_empty_database(tmp_path):
     assert rows(con, "SELECT * FROM why('AAPL', ?, 3600)", [now]) == []
     series = rows(con, "SELECT * FROM trend('AAPL', ?, ?, 3600, 3600)", [now - timedelta(hours=2), now])
     assert all(r["n_items"] == 0 and r["sentiment"] is None for r in series)
+
+
+def test_sentiment_grid_is_sentiment_series_for_every_ticker(con):
+    """The dashboard's bucketed grid gives the macro's values and horizon counts at the same times."""
+    for sources, half_life in ((None, 7200), (["news"], 900), (["comment"], 86400)):
+        grid = sentiment_grid(con, END, 48, 900, half_life, sources=sources)
+        series = rows(con, "SELECT ticker, ts, sentiment, n_items FROM sentiment_series(NULL, ?, ?, 900, ?, "
+                           "sources := ?)", [END - timedelta(seconds=47 * 900), END, half_life, sources])
+        assert len(series) == int((grid.horizon_items > 0).sum()) > 0
+        for r in series:
+            t, p = grid.tickers.index(r["ticker"]), grid.as_of.index(r["ts"])
+            assert grid.sentiment[t, p] == pytest.approx(r["sentiment"], abs=1e-12)
+            assert grid.horizon_items[t, p] == r["n_items"]
+    assert np.isnan(grid.sentiment[grid.horizon_items == 0]).all()
+
+
+def test_sentiment_grid_counts_each_bucket_like_the_volume_macro(con):
+    grid = sentiment_grid(con, END, 12, 3600, 3600, tickers=["AAPL", "NOPE"])
+    assert grid.tickers == ["AAPL", "NOPE"] and grid.as_of[-1] == END
+    assert grid.n_items[1].sum() == 0 and np.isnan(grid.sentiment[1]).all()
+    # buckets are (as_of - 1 h, as_of]: AAPL every 10 minutes from 06:00 (left out: its bucket ends at 06:00),
+    # and the last bucket has 17:10 ... 17:50 and the 17:59 item
+    assert grid.n_items[0].tolist() == [6] * 12
+    assert (grid.n_positive[0] + grid.n_neutral[0] + grid.n_negative[0]).tolist() == grid.n_items[0].tolist()
+    assert grid.mean_score[0][0] == pytest.approx(0.8)
+
+
+def test_sentiment_grid_refuses_a_step_that_does_not_divide_the_horizon(con):
+    with pytest.raises(ValueError, match="whole number of steps"):
+        sentiment_grid(con, END, 10, 7000, 3600)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["A", "B"]), st.integers(0, 2 * 86400), st.floats(-1, 1),
+                          st.floats(-4, 1), st.sampled_from(["news", "comment"])), min_size=1, max_size=40),
+       st.sampled_from([300, 900, 3600, 21600]), st.sampled_from([900.0, 7200.0, 86400.0]), st.integers(1, 30),
+       st.integers(0, 2 * 86400))
+def test_sentiment_grid_matches_the_macro_on_any_items(items, step, half_life, n_points, until_s):
+    con = duckdb.connect()
+    create_schema(con)
+    install_trend_sql(con)
+    for n, (ticker, ts_s, score, relevance, source) in enumerate(items):
+        con.execute("INSERT INTO items VALUES (?, to_timestamp(?), ?, 't', NULL, NULL, NULL, 'k', 0, 'neutral', ?,"
+                    " 0, 1, 0, 1, ?, 'm', now(), NULL, NULL, NULL)", [f"i{n}", 1.7e9 + ts_s, source, score, relevance])
+        con.execute("INSERT INTO item_tickers VALUES (?, ?)", [f"i{n}", ticker])
+    until = datetime.fromtimestamp(1.7e9 + until_s, timezone.utc)
+    grid = sentiment_grid(con, until, n_points, step, half_life, sources=["news"])
+    series = rows(con, "SELECT ticker, ts, sentiment, n_items FROM sentiment_series(NULL, ?, ?, ?, ?, sources := ['news'])",
+                  [until - timedelta(seconds=(n_points - 1) * step), until, step, half_life])
+    assert len(series) == int((grid.horizon_items > 0).sum())
+    for r in series:
+        t, p = grid.tickers.index(r["ticker"]), grid.as_of.index(r["ts"])
+        assert grid.sentiment[t, p] == pytest.approx(r["sentiment"], abs=1e-9)
+        assert grid.horizon_items[t, p] == r["n_items"]
+    con.close()
+
+
+def _jumping_db(path: str, per_bucket: int) -> duckdb.DuckDBPyConnection:
+    """One ticker: `per_bucket` items every 15 min at +0.5 for 6 h, then the same count at -0.9."""
+    con = duckdb.connect(path)
+    create_schema(con)
+    install_trend_sql(con)
+    for k in range(28):
+        for m in range(per_bucket):
+            ts = START + timedelta(minutes=15 * k + 1 + m)
+            score = 0.5 + 0.01 * (k % 3) if k < 24 else -0.9
+            con.execute("INSERT INTO items VALUES (?, ?, 'news', 't', NULL, NULL, NULL, 'k', 0, 'neutral', ?,"
+                        " 0, 1, 0, 1, 0, 'm', now(), NULL, NULL, NULL)", [f"i{k}-{m}", ts, score])
+            con.execute("INSERT INTO item_tickers VALUES (?, 'X')", [f"i{k}-{m}"])
+    return con
+
+
+def test_a_shock_needs_items_behind_it(tmp_path):
+    """One item a bucket: the old rule called the turn a shock of many sigma; the grid rule wants support."""
+    until = START + timedelta(hours=7)
+    sparse = _jumping_db(str(tmp_path / "sparse.duckdb"), per_bucket=1)
+    old_rule = rows(sparse, "SELECT * FROM shocks(?, ?, 900, 3600, min_std := 0.02, min_items := 0, "
+                            "min_baseline_items := 0)", [START, until])  # the rule before: no item count
+    assert old_rule and min(s["z"] for s in old_rule) < -10  # flagged on a single item
+    assert rows(sparse, "SELECT * FROM shocks(?, ?, 900, 3600)", [START, until]) == []
+    assert grid_shocks(sentiment_grid(sparse, until, 28, 900, 3600)) == []
+    dense = _jumping_db(str(tmp_path / "dense.duckdb"), per_bucket=SHOCK_MIN_ITEMS)
+    found = grid_shocks(sentiment_grid(dense, until, 28, 900, 3600))
+    assert found and {s["ticker"] for s in found} == {"X"} and all(s["z"] < -SHOCK_K for s in found)
+    assert all(s["n_items"] >= SHOCK_MIN_ITEMS and s["baseline_items"] >= SHOCK_MIN_BASELINE_ITEMS for s in found)
+    assert min(s["ts"] for s in found) == START + timedelta(hours=6, minutes=15)  # the first bad bucket's end
+    by_sql = rows(dense, "SELECT * FROM shocks(?, ?, 900, 3600)", [until - timedelta(seconds=27 * 900), until])
+    assert [(s["ts"], s["n_items"], s["baseline_items"]) for s in by_sql] == [
+        (s["ts"], s["n_items"], s["baseline_items"]) for s in found]  # one rule, in SQL and on the grid
+    assert [s["z"] for s in by_sql] == pytest.approx([s["z"] for s in found])
