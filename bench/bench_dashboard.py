@@ -71,7 +71,8 @@ def build(path: str, n_items: int, n_tickers: int, days: int, seed: int = 7) -> 
         picked = rng.choice(n_tickers, size=n, p=popularity)
         second = rng.random(n) < 0.1  # one item in ten names a second ticker
         links = pa.table({"item_id": np.concatenate([ids, ids[second]]),
-                          "ticker": np.concatenate([tickers[picked], tickers[(picked[second] + 1) % n_tickers]])})
+                          "ticker": np.concatenate([tickers[picked], tickers[(picked[second] + 1) % n_tickers]]),
+                          "link": np.full(n + int(second.sum()), "cashtag")})
         con.register("incoming_items", items)
         con.register("incoming_links", links)
         con.execute("INSERT INTO items BY NAME SELECT * FROM incoming_items")

@@ -26,13 +26,14 @@ import pyarrow.csv as pa_csv
 from dash import Input, Output, State, ctx, dcc, html
 
 from connectors.duckdb.snapshot import ReadConnection, open_for_read
+from models.aggregation_config import DEFAULT_HALF_LIFE_S
 from dashboards.sql import (SHOCK_K, SHOCK_MIN_BASELINE_ITEMS, SHOCK_MIN_ITEMS, SentimentGrid, grid_shocks,
                             install_trend_sql, sentiment_grid)
 
 # key (in the URL) -> (label, seconds); labels differ between the groups, so "6 h" means one thing
 HALF_LIVES = {"15m": ("15 min", 900), "1h": ("1 h", 3600), "2h": ("2 h", 7200), "6h": ("6 h", 21600),
               "1d": ("1 day", 86400)}
-DEFAULT_HALF_LIFE = "2h"
+DEFAULT_HALF_LIFE = next(key for key, (_, seconds) in HALF_LIVES.items() if seconds == DEFAULT_HALF_LIFE_S)
 WINDOWS = {"fit": ("fit to data", None), "1h": ("last 1 h", 3600), "6h": ("last 6 h", 21600),
            "24h": ("last 24 h", 86400), "3d": ("last 3 days", 3 * 86400), "7d": ("last 7 days", 7 * 86400)}
 DEFAULT_WINDOW = "fit"
@@ -240,11 +241,12 @@ def why_view(rows: list[dict]) -> html.Table | html.P:
             html.Td(html.Span(f"{row['score']:+.2f}", className="chip",
                               style={"background": score_colour(row["score"])})),
             html.Td(row["source"]),
+            html.Td(row["link"] or "", className="link", title="how the item was linked to the ticker (docs/companies.md)"),
             html.Td(row["ts"].strftime("%m-%d %H:%M")),
             html.Td(content, className="text"),
         ], className="why-row", style={"borderLeft": f"5px solid {score_colour(row['score'])}"},
             **{"data-item-id": row["item_id"]}))
-    return _table(["weight", "score", "source", "time (UTC)", "item"], body, "why-table",
+    return _table(["weight", "score", "source", "linked by", "time (UTC)", "item"], body, "why-table",
                   "No items inside the horizon.")
 
 

@@ -177,8 +177,9 @@ WITH top AS (
     FROM sentiment_asof(for_ticker, as_of, half_life_s, top_k := top_n, sources := sources)
 )
 SELECT top.rank, i.id AS item_id, top.top.weight AS weight, i.ts, i.source, i.label, i.score,
-       i.confidence, i.text, i.url
+       i.confidence, i.text, i.url, t.link
 FROM top JOIN items AS i ON i.id = top.top.item_id
+LEFT JOIN item_tickers AS t ON t.item_id = i.id AND t.ticker = for_ticker
 ORDER BY top.rank;
 
 -- Bucket sums behind sentiment_grid (Python, below): per ticker and bucket index j <= 0, the

@@ -61,7 +61,7 @@ def build_trend_db(path: str) -> str:
     items = pa.Table.from_pylist(fixture_items())
     con.register("incoming", items)
     con.execute("INSERT INTO items BY NAME SELECT * FROM incoming")
-    con.execute("INSERT INTO item_tickers SELECT id, split_part(id, '-', 1) FROM incoming")
+    con.execute("INSERT INTO item_tickers SELECT id, split_part(id, '-', 1), 'cashtag' FROM incoming")
     con.execute(
         "INSERT INTO dead_letters VALUES (?, ?, 'broken JSON', 'parse', 'in.jsonl:3', NULL, NULL, NULL, ?),"
         " (?, ?, 'missing text', 'parse', 'in.jsonl:9', NULL, NULL, NULL, ?)",

@@ -34,6 +34,7 @@ from connectors.duckdb.snapshot import open_for_read
 from dashboards.app import (DEFAULT_HALF_LIFE, DEFAULT_WINDOW, HALF_LIVES, WINDOWS, ViewState, bucket_seconds,
                             create_app, parse_state, raw_text, score_colour, state_from_search, view_frame)
 from dashboards.sql import install_trend_sql
+from models.aggregation_config import DEFAULT_HALF_LIFE_S
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -189,7 +190,7 @@ def test_picked_ticker_fills_chart_and_why_view(browser, backfill_db, tmp_path):
         assert {r.get_attribute("data-item-id") for r in rows} <= set(msft)
         assert "$MSFT" in rows[0].text
         traces = wait_for(browser, lambda d: plotted(d) or None)
-        recency = [y for y in traces["recency-weighted (half-life 2 h)"] if y is not None]
+        recency = [y for y in traces[f"recency-weighted (half-life {HALF_LIVES[DEFAULT_HALF_LIFE][0]})"] if y is not None]
         assert recency and all(min(msft.values()) - 1e-9 <= y <= max(msft.values()) + 1e-9 for y in recency)
         assert sum(sum(traces[label]) for label in ("positive", "neutral", "negative")) == len(msft)
         assert text_of(browser, "dead-letters") == "1 dead letter"  # the broken JSON line
@@ -206,7 +207,7 @@ def test_compare_and_url_state_reopen_the_same_view(browser, trend_db, tmp_path)
         wait_for(browser, lambda d: text_of(d, "chart-title").startswith("AAPL · MSFT"))
         traces = wait_for(browser, lambda d: plotted(d) or None)
         assert {"AAPL", "MSFT"} <= set(traces)
-        assert traces["MSFT"][-1] == pytest.approx(grid_sentiment_at_end(trend_db, "MSFT", 7200))
+        assert traces["MSFT"][-1] == pytest.approx(grid_sentiment_at_end(trend_db, "MSFT", DEFAULT_HALF_LIFE_S))
         assert text_of(browser, "why-title").startswith("Why AAPL")
         browser.find_element(By.CSS_SELECTOR, "input[name=half-life][value='15m']").click()
         browser.find_element(By.CSS_SELECTOR, "input[name=source][value='news']").click()
@@ -353,7 +354,7 @@ for attempt in range(100):  # a reader may hold the file for a moment; a writer 
 con.execute("INSERT INTO items SELECT 'NVDA-' || id, ts + INTERVAL 1 MINUTE, source, 'NVDA ' || text, url, author,"
             " lang, text_key, novelty_n, label, score, prob_negative, prob_neutral, prob_positive, confidence,"
             " relevance, model, ingested_at, NULL, NULL, NULL FROM items WHERE id LIKE 'MSFT-%'")
-con.execute("INSERT INTO item_tickers SELECT id, 'NVDA' FROM items WHERE id LIKE 'NVDA-%'")
+con.execute("INSERT INTO item_tickers SELECT id, 'NVDA', 'cashtag' FROM items WHERE id LIKE 'NVDA-%'")
 publish_snapshot(con, sys.argv[1])
 print("published", flush=True)
 time.sleep(120)

@@ -170,7 +170,7 @@ def test_sentiment_grid_matches_the_macro_on_any_items(items, step, half_life, n
     for n, (ticker, ts_s, score, relevance, source) in enumerate(items):
         con.execute("INSERT INTO items VALUES (?, to_timestamp(?), ?, 't', NULL, NULL, NULL, 'k', 0, 'neutral', ?,"
                     " 0, 1, 0, 1, ?, 'm', now(), NULL, NULL, NULL)", [f"i{n}", 1.7e9 + ts_s, source, score, relevance])
-        con.execute("INSERT INTO item_tickers VALUES (?, ?)", [f"i{n}", ticker])
+        con.execute("INSERT INTO item_tickers VALUES (?, ?, 'cashtag')", [f"i{n}", ticker])
     until = datetime.fromtimestamp(1.7e9 + until_s, timezone.utc)
     grid = sentiment_grid(con, until, n_points, step, half_life, sources=["news"])
     series = rows(con, "SELECT ticker, ts, sentiment, n_items FROM sentiment_series(NULL, ?, ?, ?, ?, sources := ['news'])",
@@ -194,7 +194,7 @@ def _jumping_db(path: str, per_bucket: int) -> duckdb.DuckDBPyConnection:
             score = 0.5 + 0.01 * (k % 3) if k < 24 else -0.9
             con.execute("INSERT INTO items VALUES (?, ?, 'news', 't', NULL, NULL, NULL, 'k', 0, 'neutral', ?,"
                         " 0, 1, 0, 1, 0, 'm', now(), NULL, NULL, NULL)", [f"i{k}-{m}", ts, score])
-            con.execute("INSERT INTO item_tickers VALUES (?, 'X')", [f"i{k}-{m}"])
+            con.execute("INSERT INTO item_tickers VALUES (?, 'X', 'cashtag')", [f"i{k}-{m}"])
     return con
 
 
