@@ -67,7 +67,7 @@ def end_to_end(corpus: list[str], model: str | None) -> tuple[Timing, Summary]:
 def scoring_only(corpus: list[str], model: str | None) -> tuple[Timing, Timing, SentimentEngine]:
     """(scoring, scoring + model load)"""
     started, cpu_started = time.perf_counter(), time.process_time()
-    engine = SentimentEngine.load(model, "auto", quantize=False)  # as the pipeline scores by default
+    engine = SentimentEngine.load(model, "auto")  # as the pipeline scores by default
     loaded, cpu_loaded = time.perf_counter(), time.process_time()
     for start in range(0, len(corpus), DEFAULT_BATCH_SIZE):
         engine.predict(corpus[start:start + DEFAULT_BATCH_SIZE])

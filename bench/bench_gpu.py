@@ -64,7 +64,7 @@ def forward_rate(model: torch.nn.Module, batch: int, seconds: float, autocast: b
 def engine_rate(classifier: LoadedClassifier, texts: list[str], batch: int, passes: int = 3) -> tuple[float, float]:
     """(engine items/s, tokenizer-alone items/s). One untimed pass first: every padded length
     the texts produce meets its kernels once (lazy module loading, kernel choice)."""
-    engine = SentimentEngine(classifier, torch.device("cuda"), quantized=False, batch_size=batch, cache_size=0)
+    engine = SentimentEngine(classifier, torch.device("cuda"), "bf16", batch_size=batch, cache_size=0)
     engine.predict(texts)
     torch.cuda.synchronize()
     started = time.perf_counter()

@@ -60,7 +60,7 @@ def rss_mib() -> float:
 
 
 def scoring_only(n: int = 2000, batch: int = 64) -> float:
-    engine = SentimentEngine.load(None, "auto", quantize=False)  # as the pipeline scores by default
+    engine = SentimentEngine.load(None, "auto")  # as the pipeline scores by default
     texts = [text(i) for i in range(10**6, 10**6 + n)]
     engine.predict(texts[:batch])  # warm-up
     started = time.perf_counter()

@@ -58,7 +58,7 @@ def average_models(model_dirs: Sequence[Path], out_dir: Path, bundle_dir: Path |
     save_checkpoint(model, classifiers[0].tokenizer, out_dir, classifiers[0].max_length)
     f1 = None
     if valid_data is not None:
-        engine = SentimentEngine(classifiers[0], torch.device("cpu"), quantized=False, batch_size=128, cache_size=0)
+        engine = SentimentEngine(classifiers[0], torch.device("cpu"), "fp32", batch_size=128, cache_size=0)
         f1, accuracy, _ = evaluate(engine, valid_data)
         log.info("average of %d models: valid macro-F1 %.4f  accuracy %.4f", len(classifiers), f1, accuracy)
     if bundle_dir is not None:

@@ -68,7 +68,6 @@ class LoadedClassifier:
     output_labels: tuple[int, ...]  # model output index -> index in LABELS
     max_length: int
     normalize: bool  # apply models.data.normalize_text (the model was trained on it)
-    int8_validated: bool = False  # int8 measured within 0.01 macro-F1 of fp32 for this model
 
 
 def backbone_path() -> Path:
@@ -182,7 +181,6 @@ def _load_bundle(path: Path, label_names: Sequence[str] | None) -> LoadedClassif
         output_labels=label_projection(config.id2label, label_names),
         max_length=int(bundle.get("max_length", DEFAULT_MAX_LENGTH)),
         normalize=bundle.get("normalization") == NORMALIZATION_VERSION,
-        int8_validated=bool(bundle.get("int8_validated", False)),
     )
 
 

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from pipeline.cli_args import ArgumentParser, UsageError, command_parser, env_default, env_flag
+from models.precision import add_precision_args
+from pipeline.cli_args import ArgumentParser, UsageError, command_parser, env_default
 from pipeline.parse import MAX_RECORD_BYTES, MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,7 @@ def _model_flags(parser: ArgumentParser) -> None:
     parser.add_argument("--model", default=env_default("model"),
                         help="local checkpoint or bundle directory (default: the bundled model)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=env_default("device", "auto"))
-    parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=env_flag("quantize"),
-                        help="int8 dynamic quantization on CPU: faster, scores differ slightly "
-                             "(default off: fp32, the precision the pipelines store)")
+    add_precision_args(parser)
     parser.add_argument("--batch-size", type=_positive_int, default=env_default("batch_size", "64"))
     parser.add_argument("--model-labels", default=env_default("model_labels"),
                         help="comma-separated class names of the checkpoint's outputs, in order, "
@@ -37,7 +36,7 @@ def _load_engine(args: argparse.Namespace):
 
     labels = [n.strip() for n in args.model_labels.split(",")] if args.model_labels else None
     try:
-        return SentimentEngine.load(args.model, device=args.device, quantize=args.quantize,
+        return SentimentEngine.load(args.model, device=args.device, precision=args.precision,
                                     batch_size=args.batch_size, label_names=labels)
     except ModelLoadError as exc:
         raise UsageError(str(exc)) from exc
@@ -258,7 +257,7 @@ def evaluate(argv: list[str]) -> int:
         print(json.dumps({"model": engine.name, "rows": len(data), "accuracy": accuracy, "macro_f1": f1,
                           "confusion": confusion, "labels": list(LABELS), "items_per_s": len(data) / seconds}))
         return 0
-    print(f"model     {engine.name}  ({engine.device.type}{', int8' if engine.quantized else ''})")
+    print(f"model     {engine.name}  ({engine.device.type}, {engine.precision})")
     print(f"data      {args.data}  ({len(data)} rows, {len(data) / seconds:.0f} items/s)")
     print(f"accuracy  {accuracy:.4f}")
     print(f"macro-F1  {f1:.4f}")

@@ -2,7 +2,8 @@
 
 Speed comes from not computing what is not needed: texts are sorted by length and padded only
 to the longest in their batch, exact duplicates are scored once (and cached across calls), no
-autograd state is kept, CUDA runs in bf16 and CPU can run int8 dynamically-quantized linears.
+autograd state is kept, and the matrix work runs in bf16 where the hardware has it (CUDA, CPUs
+with AMX or AVX-512 BF16; models/precision.py). CPU can also run int8 dynamically-quantized linears.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 
 from models.classifier import LoadedClassifier, ModelLoadError, load_classifier
 from models.data import LABELS, normalize_text
+from models.precision import resolve_precision
 
 __all__ = ["LABELS", "Prediction", "SentimentEngine", "pad_batch", "quantize_int8", "resolve_device"]
 
@@ -52,20 +54,22 @@ def resolve_device(device: str) -> torch.device:
 class SentimentEngine:
     """One loaded model per process; ``predict`` is safe to call from several threads."""
 
-    def __init__(self, classifier: LoadedClassifier, device: torch.device, quantized: bool,
+    def __init__(self, classifier: LoadedClassifier, device: torch.device, precision: str = "fp32",
                  batch_size: int = 64, cache_size: int = 100_000) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if precision not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be fp32, bf16 or int8 here, not {precision!r}")
         self.classifier = classifier
         self.device = device
-        self.quantized = quantized
+        self.precision = precision
         self.batch_size = batch_size
-        self.name = classifier.name + ("+int8" if quantized else "")
+        self.name = classifier.name + ("" if precision == "fp32" else f"+{precision}")
         self._cache: OrderedDict[str, Prediction] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         model = classifier.model.to(device).eval()
-        if quantized:
+        if precision == "int8":
             model = quantize_int8(model)
         self._model = model
         self._pad_id = classifier.tokenizer.pad_token_id or 0
@@ -74,17 +78,16 @@ class SentimentEngine:
             self._projection[output, label] = 1.0
 
     @classmethod
-    def load(cls, model: str | None = None, device: str = "auto", quantize: bool | None = None,
+    def load(cls, model: str | None = None, device: str = "auto", precision: str = "auto",
              batch_size: int = 64, label_names: Sequence[str] | None = None) -> SentimentEngine:
-        """``model=None`` -> the bundled default. ``quantize=None`` -> int8 on CPU only where the
-        model's bundle records that int8 was measured within 0.01 macro-F1 of fp32."""
-        target = resolve_device(device)
-        classifier = load_classifier(model, label_names)
-        if quantize and target.type != "cpu":
-            raise ModelLoadError("int8 quantization is a CPU path; use --device cpu or drop --quantize")
-        if quantize is None:
-            quantize = target.type == "cpu" and classifier.int8_validated
-        return cls(classifier, target, bool(quantize), batch_size)
+        """``model=None`` -> the bundled default; ``precision="auto"`` -> bf16 where the device
+        has fast bf16 matrix instructions, else fp32 (models/precision.py)."""
+        target = resolve_device("cpu" if precision == "int8" and device == "auto" else device)
+        try:
+            chosen = resolve_precision(precision, target.type)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        return cls(load_classifier(model, label_names), target, chosen, batch_size)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """One Prediction per text, in order; duplicates (after normalisation) are scored once."""
@@ -112,17 +115,19 @@ class SentimentEngine:
             padding=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         probs = torch.empty(len(texts), len(LABELS))
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             for batch in _chunks(order, self.batch_size):
                 input_ids, attention_mask = pad_batch([encoded[i] for i in batch], self._pad_id)
-                logits = self._model(input_ids=input_ids.to(self.device),
-                                     attention_mask=attention_mask.to(self.device)).logits
+                with self._autocast():
+                    logits = self._model(input_ids=input_ids.to(self.device),
+                                         attention_mask=attention_mask.to(self.device)).logits
                 probs[batch] = torch.softmax(logits.float(), dim=-1).cpu() @ self._projection
         return [Prediction.from_probs(row, self.name) for row in probs.tolist()]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 matmuls under autocast: layer norms and softmax stay fp32."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
 

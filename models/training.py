@@ -164,8 +164,8 @@ def record_int8_check(bundle_dir: Path, valid_data: LabelledData, tolerance: flo
     """Measure the int8 path against fp32 on the validation set and record in the bundle whether
     it may be the CPU default (within ``tolerance`` macro-F1)."""
     classifier = load_classifier(bundle_dir)
-    fp32, _, _ = evaluate(SentimentEngine(classifier, torch.device("cpu"), quantized=False), valid_data)
-    int8, _, _ = evaluate(SentimentEngine(classifier, torch.device("cpu"), quantized=True), valid_data)
+    fp32, _, _ = evaluate(SentimentEngine(classifier, torch.device("cpu"), "fp32"), valid_data)
+    int8, _, _ = evaluate(SentimentEngine(classifier, torch.device("cpu"), "int8"), valid_data)
     bundle_file = bundle_dir / BUNDLE_CONFIG
     bundle = json.loads(bundle_file.read_text())
     bundle.update(valid_macro_f1=round(fp32, 4), int8_valid_macro_f1=round(int8, 4),
@@ -297,4 +297,4 @@ def _engine(model: BertPreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """Validation goes through the inference engine, so it measures what users will run."""
     classifier = LoadedClassifier(model, tokenizer, "training", tuple(range(len(LABELS))),
                                   cfg.max_length, normalize=True)
-    return SentimentEngine(classifier, device, quantized=False, batch_size=128, cache_size=0)
+    return SentimentEngine(classifier, device, "fp32", batch_size=128, cache_size=0)

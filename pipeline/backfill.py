@@ -30,7 +30,7 @@ from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               check_db_path, exit_status, linking)
+                               check_db_path, check_precision, exit_status, linking)
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
@@ -100,6 +100,7 @@ def plan(args: argparse.Namespace) -> Plan:
         raise UsageError("--topics needs --kafka-bootstrap")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    check_precision(args)
     aggregation = aggregation_config(args)
     links = linking(args)
     paths = expand_inputs(args.input or [])
@@ -149,7 +150,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
     parsed = (records
               | "Progress read" >> ReportProgress("read", the_plan.expected, args.progress_interval)
               | "Parse" >> Parse())
-    handler = SentimentModelHandler(args.model, args.device, args.quantize, batch_size=args.batch_size)
+    handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
     scored = (parsed.items
               | "Extract tickers" >> ExtractTickers(the_plan.linking)
               | "Drop duplicate ids" >> DropDuplicateIds()

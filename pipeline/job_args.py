@@ -7,6 +7,7 @@ import sys
 
 from models.aggregation import AggregationConfig
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
+from models.precision import add_precision_args, resolve_precision
 from pipeline.cli_args import UsageError, duration_seconds, env_default, env_flag
 from pipeline.tickers import Linking, load_aliases
 
@@ -30,11 +31,7 @@ def add_model_args(p: argparse.ArgumentParser, default_batch_size: int) -> None:
     model.add_argument("--device", default=env_default("device", "auto"), choices=("auto", "cpu", "cuda"))
     model.add_argument("--batch-size", type=int, default=env_default("batch_size", str(default_batch_size)),
                        help=f"largest scoring batch (default {default_batch_size})")
-    # int8 dynamic quantization scales activations per batch, so a score would depend on which
-    # records share its batch; pipelines default to fp32 so the same records give the same results.
-    model.add_argument("--quantize", action=argparse.BooleanOptionalAction,
-                       default=env_flag("quantize"),
-                       help="int8 on CPU: faster, but scores then vary slightly with batching (default off)")
+    add_precision_args(model)
 
 
 # Exit status of a run that stored nothing but dead letters (a CSV without published_at, the
@@ -100,3 +97,11 @@ def linking(args: argparse.Namespace) -> Linking:
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     return Linking(aliases=aliases, default_companies=args.default_companies)
+
+
+def check_precision(args: argparse.Namespace) -> None:
+    """int8 on an explicit CUDA device is refused before the job starts (a worker would fail later)."""
+    try:
+        resolve_precision(args.precision, "cuda" if args.device == "cuda" else "cpu")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

@@ -27,25 +27,25 @@ def score_item(item: Item, prediction: "Prediction") -> Item:
 class SentimentModelHandler(ModelHandler[Item, Item, "SentimentEngine"]):
     """``model=None`` is the bundled default; ``device`` is auto, cpu or cuda.
 
-    ``quantize`` defaults to False: int8 dynamic quantization scales activations per batch, so a
-    record's score would depend on its batch-mates, and a backfill and a stream over the same
-    records (batched differently) would disagree.
+    ``precision`` defaults to auto (bf16 where the hardware has it, else fp32: both give a record
+    the same score whatever its batch-mates, tests/models/test_engine.py). int8 is opt-in: it
+    scales activations per batch, so a backfill and a stream over the same records would disagree.
 
     Batches are fixed at ``batch_size``: BatchElements flushes a partial batch at the end of every
     bundle, so full batches cost a stream no latency, and the engine runs at its best size.
     """
 
-    def __init__(self, model: str | None = None, device: str = "auto", quantize: bool = False,
+    def __init__(self, model: str | None = None, device: str = "auto", precision: str = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self._model = model
         self._device = device
-        self._quantize = quantize
+        self._precision = precision
 
     def load_model(self) -> "SentimentEngine":
         from models.engine import SentimentEngine
 
-        return SentimentEngine.load(self._model, self._device, quantize=self._quantize)
+        return SentimentEngine.load(self._model, self._device, precision=self._precision)
 
     def run_inference(self, batch: Sequence[Item], model: "SentimentEngine",
                       inference_args: dict[str, Any] | None = None) -> Iterable[Item]:

@@ -31,7 +31,7 @@ from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               check_db_path, exit_status, linking)
+                               check_db_path, check_precision, exit_status, linking)
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
@@ -92,6 +92,7 @@ def check(args: argparse.Namespace) -> AggregationConfig:
         raise UsageError("--batch-size and --max-poll-records must be >= 1, --spare-partitions >= 0")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port must be a TCP port, not {args.metrics_port}")
+    check_precision(args)
     return aggregation_config(args)
 
 
@@ -103,7 +104,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     unique = (parsed.items
               | "Extract tickers" >> ExtractTickers(links)
               | "Drop repeated ids" >> DropRepeatedIds(run_id))
-    handler = SentimentModelHandler(args.model, args.device, args.quantize, batch_size=args.batch_size)
+    handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
     scored = (unique.items
               | "Novelty" >> StreamNovelty(run_id)
               | "Score" >> Score(handler))

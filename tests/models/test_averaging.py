@@ -86,7 +86,7 @@ def test_two_runs_from_the_same_start_average_into_a_checkpoint_and_a_bundle(tmp
     assert recorded["valid_macro_f1"] == pytest.approx(f1, abs=1e-4) and isinstance(recorded["int8_validated"], bool)
     delta = load_file(str(tmp_path / "bundle" / "delta.safetensors"))
     assert not any(k.startswith("bert.encoder.layer.0.") for k in delta)  # frozen layers are not shipped
-    checkpoint = SentimentEngine(load_classifier(tmp_path / "avg"), torch.device("cpu"), quantized=False)
-    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), torch.device("cpu"), quantized=False)
+    checkpoint = SentimentEngine(load_classifier(tmp_path / "avg"), torch.device("cpu"), "fp32")
+    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), torch.device("cpu"), "fp32")
     for full, rebuilt in zip(checkpoint.predict(valid_rows.texts[:8]), bundle.predict(valid_rows.texts[:8])):
         assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)

@@ -55,7 +55,7 @@ def test_checkpoint_with_other_label_order_reports_our_order(tmp_path, tiny_chec
     encoded = classifier.tokenizer(text, return_tensors="pt")
     with torch.inference_mode():
         raw = torch.softmax(classifier.model(**encoded).logits, dim=-1)[0].tolist()
-    (prediction,) = SentimentEngine(classifier, torch.device("cpu"), quantized=False).predict([text])
+    (prediction,) = SentimentEngine(classifier, torch.device("cpu"), "fp32").predict([text])
     bullish, bearish, neutral = raw
     assert prediction.probs == pytest.approx((bearish, neutral, bullish), abs=1e-5)
 

@@ -96,14 +96,46 @@ def test_score_line_reader_never_raises_and_keeps_line_numbers(lines):
             assert reason and (record is None or isinstance(record, dict))
 
 
-def test_score_defaults_to_fp32_like_the_pipelines(monkeypatch):
+def test_score_defaults_to_the_pipelines_precision_and_quantize_is_int8(monkeypatch):
     from models.commands import _model_flags
     from pipeline.cli_args import command_parser
 
     parser = command_parser("score", "x")
     _model_flags(parser)
-    assert parser.parse_args([]).quantize is False
-    assert parser.parse_args(["--quantize"]).quantize is True
+    assert parser.parse_args([]).precision == "auto"
+    assert parser.parse_args(["--quantize"]).precision == "int8"
+    assert parser.parse_args(["--precision", "bf16"]).precision == "bf16"
+    monkeypatch.setenv("TICKERPULSE_PRECISION", "fp32")
+    parser = command_parser("score", "x")
+    _model_flags(parser)
+    assert parser.parse_args([]).precision == "fp32"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "--precision", "fp16"], "invalid choice: 'fp16'"),
+    (["backfill", "--input", "README.md", "--precision", "int8", "--device", "cuda"], "int8 is a CPU path"),
+])
+def test_precision_errors_are_one_line_exit_2(argv, message, capsys):
+    from pipeline.cli import main
+
+    assert main(argv) == 2 if argv[0] != "score" else _exits_2(main, argv)
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def _exits_2(main, argv) -> bool:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code == 2
+
+
+def test_a_bad_precision_env_value_is_one_line_exit_2(monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.setenv("TICKERPULSE_PRECISION", "fast")
+    with pytest.raises(SystemExit) as exc:
+        main(["score", "--input", "-"])
+    assert exc.value.code == 2 and "TICKERPULSE_PRECISION='fast'" in capsys.readouterr().err
 
 
 def test_eval_reports_progress_on_the_progress_logger(tmp_path, tiny_model, caplog):

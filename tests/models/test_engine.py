@@ -9,6 +9,7 @@ import torch
 from models.classifier import ModelLoadError, load_classifier
 from models.data import LABELS, normalize_text
 from models.engine import Prediction, SentimentEngine, resolve_device
+from models.precision import cpu_flags, resolve_precision
 
 TEXTS = [
     "$AAPL up",
@@ -23,7 +24,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def tiny_engine(tmp_path_factory, tiny_checkpoint) -> SentimentEngine:
     path = tiny_checkpoint(tmp_path_factory.mktemp("tiny"), {0: "negative", 1: "neutral", 2: "positive"}, seed=1)
-    return SentimentEngine(load_classifier(path), torch.device("cpu"), quantized=False, batch_size=2)
+    return SentimentEngine(load_classifier(path), torch.device("cpu"), "fp32", batch_size=2)
 
 
 def test_bucketed_padded_batches_match_one_by_one_forward(tiny_engine):
@@ -48,7 +49,7 @@ def test_prediction_fields_are_consistent(tiny_engine):
 
 def test_duplicates_are_scored_once_and_cached_across_calls(tiny_engine):
     normalising = dataclasses.replace(tiny_engine.classifier, normalize=True)
-    engine = SentimentEngine(normalising, torch.device("cpu"), quantized=False, batch_size=64)
+    engine = SentimentEngine(normalising, torch.device("cpu"), "fp32", batch_size=64)
     rows_seen = []
     hook = engine.classifier.model.bert.embeddings.register_forward_hook(
         lambda module, inputs, output: rows_seen.append(output.shape[0]))
@@ -63,7 +64,7 @@ def test_duplicates_are_scored_once_and_cached_across_calls(tiny_engine):
 
 
 def test_int8_path_stays_close_to_fp32(tiny_engine):
-    quantized = SentimentEngine(tiny_engine.classifier, torch.device("cpu"), quantized=True)
+    quantized = SentimentEngine(tiny_engine.classifier, torch.device("cpu"), "int8")
     assert quantized.name.endswith("+int8")
     for fp32, int8 in zip(tiny_engine.predict(TEXTS), quantized.predict(TEXTS)):
         assert int8.probs == pytest.approx(fp32.probs, abs=0.05)
@@ -87,7 +88,7 @@ def test_device_choice():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_engine_agrees_with_cpu_fp32(tiny_engine):
-    cuda = SentimentEngine(tiny_engine.classifier, torch.device("cuda"), quantized=False, batch_size=2, cache_size=0)
+    cuda = SentimentEngine(tiny_engine.classifier, torch.device("cuda"), "bf16", batch_size=2, cache_size=0)
     try:
         on_gpu = cuda.predict(TEXTS)
     finally:
@@ -121,3 +122,46 @@ def test_bundled_default_scores_clear_headlines():
         assert p.confidence > 0.5
     negative, positive, neutral = predictions
     assert negative.score < -0.5 < 0.5 < positive.score and abs(neutral.score) < 0.5
+
+
+CPUINFO_AMX = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\nprocessor\t: 1\n"
+CPUINFO_AVX2 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
+
+
+def test_auto_precision_follows_the_cpu_and_falls_back_to_fp32():
+    assert cpu_flags(CPUINFO_AMX) >= {"amx_bf16", "avx512_bf16"}
+    assert resolve_precision("auto", "cpu", cpu_flags(CPUINFO_AMX)) == "bf16"
+    assert resolve_precision("auto", "cpu", cpu_flags(CPUINFO_AVX2)) == "fp32"
+    assert resolve_precision("auto", "cpu", cpu_flags("")) == "fp32"  # no /proc/cpuinfo: the safe path
+    assert resolve_precision("auto", "cuda", frozenset()) == "bf16"
+    assert resolve_precision("int8", "cpu") == "int8" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="int8 is a CPU path"):
+        resolve_precision("int8", "cuda")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_score_does_not_depend_on_its_batch_mates(tiny_engine, precision):
+    """The batch-independent paths: the same text gets the same label and a score within 1e-3
+    whatever it is batched with and in whatever order (the backfill and the stream batch differently)."""
+    engine = SentimentEngine(tiny_engine.classifier, torch.device("cpu"), precision, batch_size=3, cache_size=0)
+    texts = TEXTS + [f"{t} and more words to change the padding" for t in TEXTS]
+    alone = {t: engine.predict([t])[0] for t in texts}
+    for order in (texts, texts[::-1], texts[1::2] + texts[::2]):
+        for text, prediction in zip(order, engine.predict(order)):
+            assert prediction.label == alone[text].label
+            assert prediction.score == pytest.approx(alone[text].score, abs=1e-3)
+    assert engine.name.endswith("+bf16") == (precision == "bf16")
+
+
+@pytest.mark.slow
+def test_bundled_model_default_precision_is_batch_independent():
+    assert SentimentEngine.load(device="cpu").precision == resolve_precision("auto", "cpu")
+    engine = SentimentEngine(load_classifier(None), torch.device("cpu"), resolve_precision("auto", "cpu"), cache_size=0)
+    texts = ["$ACME beats estimates", "Acme cuts 2,000 jobs after a profit warning",
+             "Acme to report results on Thursday, shares flat in a quiet pre-market session", "ok"]
+    alone = [engine.predict([t])[0] for t in texts]
+    together = engine.predict(texts[::-1])[::-1]
+    for a, b in zip(alone, together):
+        assert a.label == b.label and a.score == pytest.approx(b.score, abs=1e-3)

@@ -48,8 +48,8 @@ def test_one_epoch_on_200_rows_writes_loadable_checkpoint_and_bundle(tmp_path, s
     metrics = json.loads((tmp_path / "ckpt" / "training_metrics.json").read_text())
     assert metrics["history"][0]["epoch"] == 1
 
-    checkpoint = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), quantized=False)
-    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), _cpu(), quantized=False)
+    checkpoint = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), "fp32")
+    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), _cpu(), "fp32")
     assert checkpoint.classifier.normalize and checkpoint.classifier.max_length == 32
     assert bundle.name.startswith("unit@")
     recorded = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
@@ -70,7 +70,7 @@ def test_training_on_cuda_writes_a_model_that_scores_on_cpu(tmp_path, small_data
     cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=24, seed=5, device="cuda")
     result = train(train_rows, valid_rows, tmp_path / "ckpt", cfg, progress=False)
     assert result.best_epoch == 1 and 0.0 <= result.best_macro_f1 <= 1.0
-    trained = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), quantized=False)
+    trained = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), "fp32")
     assert len(trained.predict(valid_rows.texts)) == len(valid_rows)
 
 
@@ -95,8 +95,8 @@ def test_tuned_embedding_rows_smoothing_layer_decay_and_averaging(tmp_path, smal
     assert changed and changed <= {t for t, n in counts.items() if n >= 3}
     assert not any(k.startswith("bert.embeddings.") and "#" not in k for k in delta)
 
-    checkpoint = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), quantized=False)
-    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), _cpu(), quantized=False)
+    checkpoint = SentimentEngine(load_classifier(tmp_path / "ckpt"), _cpu(), "fp32")
+    bundle = SentimentEngine(load_classifier(tmp_path / "bundle"), _cpu(), "fp32")
     texts = valid_rows.texts[:10]
     for full, rebuilt in zip(checkpoint.predict(texts), bundle.predict(texts)):
         assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)
