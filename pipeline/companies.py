@@ -42,6 +42,10 @@ _DESCRIPTORS = (
     "pizza", "mexican grill",
 )
 _DESCRIPTOR_TAIL = re.compile(r"(?:\s+(?:" + "|".join(_DESCRIPTORS) + r"))+$", re.IGNORECASE)
+# How news writes a company's legal form: "Ball Corp", "Target Corp.", "Nokia Oyj". With one of
+# these after it, a name that is also a word ("Ball") is the company.
+WRITTEN_SUFFIXES = ("Inc", "Inc.", "Corp", "Corp.", "Corporation", "Co", "Co.", "Company", "plc", "PLC",
+                    "Ltd", "Group", "Holdings", "AG", "SA", "SE", "NV", "N.V.", "Oyj", "AB", "ASA")
 _TRAILING_AND = re.compile(r"\s+and$", re.IGNORECASE)
 _THE = re.compile(r"^the\s+", re.IGNORECASE)
 _PARENTHESIS = re.compile(r"\s*\([^)]*\)")
@@ -156,9 +160,15 @@ def _pytickersymbols_companies(dictionary: Dictionary) -> Iterator[Company]:
             continue
         variants = name_variants(stock["name"])
         short = short_name(stock["name"], dictionary)
+        # Stripping never leaves a bare dictionary word: "News" (News Corp), "Partners" (Partners
+        # Group) and "Cooper" (The Cooper Companies) are words first. Where people do use one for
+        # the company ("Apple", "Target"), company_names.csv names it.
+        shortened = {v for v in variants[1:] if not dictionary.is_single_word(v)}
+        base = variants[-1] if len(variants) > 1 else None
+        suffixed = {f"{base} {suffix}" for suffix in WRITTEN_SUFFIXES} if base else set()
         yield Company(symbol=symbol.upper(), name=stock["name"], listings={s.upper() for s in listings},
-                      names=set(variants[:1]) | {fold_accents(variants[0])},
-                      shortened=set(variants[1:]) | ({short, fold_accents(short)} if short else set()))
+                      names=set(variants[:1]) | {fold_accents(variants[0])} | suffixed,
+                      shortened=shortened | ({short, fold_accents(short)} if short else set()))
 
 
 def _extra_names(path: Path, table: CompanyTable) -> Iterator[tuple[str, str]]:
@@ -192,6 +202,11 @@ class Dictionary:
     def is_word(self, word: str) -> bool:
         lower = word.lower()
         return lower in self.common or (lower.endswith("s") and lower[:-1] in self.common)
+
+    def is_single_word(self, name: str) -> bool:
+        """One common word ("News", "Partners"), as opposed to a name or a phrase."""
+        words = _WORD.findall(name)
+        return len(words) == 1 and self.is_word(words[0])
 
     def ordinary(self, name: str) -> bool:
         """All its words are common words ("Best Buy", "Travelers"), or it is one proper noun."""

@@ -151,7 +151,8 @@ class TickerExtractor:
         if companies is not None:
             for name, symbol, shortened in companies.names():
                 key = _lower(_shape(name)).strip()
-                if key not in COMPANY_CUES and key not in TIME_WORDS:  # "Q2" (Holdings) is a quarter first
+                # "Q2" (Holdings) is a quarter first; "1&1" (shape "1 1") would match "EUR 1.1 million"
+                if key not in COMPANY_CUES and key not in TIME_WORDS and any(c.isalpha() for c in key):
                     by_key.setdefault(key, []).append(self._name(name, symbol, shortened))
             by_key = {key: names for key, names in by_key.items() if len({n.symbol for n in names}) == 1}
         for alias, ticker in (aliases or {}).items():  # the user's alias replaces a default name written the same

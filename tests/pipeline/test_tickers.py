@@ -57,6 +57,9 @@ def test_user_aliases_alone_keep_order_dedupe_and_whole_words(tmp_path):
     ("nokia earnings beat, shares up", ["NOKIA.HE"]),
     ("Toyota recalls a million cars", ["7203.T"]),
     ("Google and Facebook face EU antitrust probe", ["GOOGL", "META"]),
+    ("Ball Corp to sell its aerospace unit", ["BALL"]),
+    ("Evonik to cut 2,000 jobs", ["EVK.DE"]),
+    ("Nissan to close seven plants", ["7201.T"]),
 ])
 def test_company_names_link_to_one_canonical_symbol(linker, text, expected):
     assert tickers(linker, text) == expected
@@ -68,6 +71,7 @@ def test_company_names_link_to_one_canonical_symbol(linker, text, expected):
     "visa application", "the Amazon rainforest", "a meta-analysis", "Meta-analysis finds no link",
     "ford the river", "gap year", "the sky turned orange", "Amazon Rainforest Deforestation Hits Record",
     "Mercury Rises In Tuna, Study Finds", "THE SAP IS RISING IN MAPLE TREES",
+    "The agency's news desk says net profit rose to EUR 1.1 million", "Next quarter's profit looks weak",
 ])
 def test_ordinary_words_link_nothing(linker, text):
     assert linker.extract(text) == ()
