@@ -164,8 +164,8 @@ def _pytickersymbols_companies(dictionary: Dictionary) -> Iterator[Company]:
         # Group) and "Cooper" (The Cooper Companies) are words first. Where people do use one for
         # the company ("Apple", "Target"), company_names.csv names it.
         shortened = {v for v in variants[1:] if not dictionary.is_single_word(v)}
-        base = variants[-1] if len(variants) > 1 else None
-        suffixed = {f"{base} {suffix}" for suffix in WRITTEN_SUFFIXES} if base else set()
+        base = variants[-1]  # only an ordinary base needs its legal form to be the company
+        suffixed = {f"{base} {suffix}" for suffix in WRITTEN_SUFFIXES} if dictionary.ordinary(base) else set()
         yield Company(symbol=symbol.upper(), name=stock["name"], listings={s.upper() for s in listings},
                       names=set(variants[:1]) | {fold_accents(variants[0])} | suffixed,
                       shortened=shortened | ({short, fold_accents(short)} if short else set()))

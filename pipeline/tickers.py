@@ -277,8 +277,9 @@ def _capitalised_later_word(written: str) -> bool:
 
 
 def _is_shouting(text: str) -> bool:
-    letters = [c for c in text if c.isalpha()]
-    return len(letters) >= 8 and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
+    """At least 8 capitals and 80% of the cased letters ("BARCLAYS CUTS JOBS")."""
+    upper = sum(map(str.isupper, text))
+    return upper >= 8 and upper >= 4 * sum(map(str.islower, text))
 
 
 def _is_title_case(text: str) -> bool:
