@@ -8,9 +8,11 @@ with AMX or AVX-512 BF16; models/precision.py). CPU can also run int8 dynamicall
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import warnings
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +25,15 @@ from models.precision import resolve_precision
 __all__ = ["LABELS", "Prediction", "SentimentEngine", "pad_batch", "quantize_int8", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
+# Texts per tokenizer call when several threads tokenise: large enough that the Rust tokenizer
+# (which releases the GIL) dominates the per-call overhead.
+TOKENIZE_CHUNK = 256
+
+
+def default_tokenizer_threads(device_type: str) -> int:
+    """On CUDA the host tokenises while the GPU computes, so use the cores; on CPU the cores are
+    busy with the matrix work and one tokenizer thread is enough (docs/performance.md)."""
+    return min(8, os.cpu_count() or 1) if device_type == "cuda" else 1
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class SentimentEngine:
     """One loaded model per process; ``predict`` is safe to call from several threads."""
 
     def __init__(self, classifier: LoadedClassifier, device: torch.device, precision: str = "fp32",
-                 batch_size: int = 64, cache_size: int = 100_000) -> None:
+                 batch_size: int = 64, cache_size: int = 100_000, tokenizer_threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if precision not in ("fp32", "bf16", "int8"):
@@ -68,6 +79,9 @@ class SentimentEngine:
         self._cache: OrderedDict[str, Prediction] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        threads = tokenizer_threads or default_tokenizer_threads(device.type)
+        # Threads start on first use, so an engine built before Beam forks its workers is safe.
+        self._tokenizers = ThreadPoolExecutor(threads, thread_name_prefix="tokenize") if threads > 1 else None
         model = classifier.model.to(device).eval()
         if precision == "int8":
             model = quantize_int8(model)
@@ -109,18 +123,29 @@ class SentimentEngine:
             raise TypeError(f"texts must be str, got {type(text).__name__}")
         return normalize_text(text) if self.classifier.normalize else text
 
-    def _score(self, texts: list[str]) -> list[Prediction]:
-        encoded = self.classifier.tokenizer(
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        if self._tokenizers is None or len(texts) <= TOKENIZE_CHUNK:
+            return self._encode(texts)
+        chunks = [texts[i:i + TOKENIZE_CHUNK] for i in range(0, len(texts), TOKENIZE_CHUNK)]
+        return [ids for chunk in self._tokenizers.map(self._encode, chunks) for ids in chunk]
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.classifier.tokenizer(
             texts, truncation=True, max_length=self.classifier.max_length,
             padding=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+    def _score(self, texts: list[str]) -> list[Prediction]:
+        encoded = self._tokenize(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         probs = torch.empty(len(texts), len(LABELS))
         with torch.inference_mode():
             for batch in _chunks(order, self.batch_size):
                 input_ids, attention_mask = pad_batch([encoded[i] for i in batch], self._pad_id)
+                if self.device.type == "cuda":  # pinned pages copy asynchronously, overlapping the GPU
+                    input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
                 with self._autocast():
-                    logits = self._model(input_ids=input_ids.to(self.device),
-                                         attention_mask=attention_mask.to(self.device)).logits
+                    logits = self._model(input_ids=input_ids.to(self.device, non_blocking=True),
+                                         attention_mask=attention_mask.to(self.device, non_blocking=True)).logits
                 probs[batch] = torch.softmax(logits.float(), dim=-1).cpu() @ self._projection
         return [Prediction.from_probs(row, self.name) for row in probs.tolist()]
 

@@ -165,3 +165,11 @@ def test_bundled_model_default_precision_is_batch_independent():
     together = engine.predict(texts[::-1])[::-1]
     for a, b in zip(alone, together):
         assert a.label == b.label and a.score == pytest.approx(b.score, abs=1e-3)
+
+
+def test_several_tokenizer_threads_give_the_same_predictions(tiny_engine):
+    threaded = SentimentEngine(tiny_engine.classifier, torch.device("cpu"), "fp32", batch_size=7, cache_size=0,
+                               tokenizer_threads=3)
+    texts = [f"{t} number {i}" for i in range(200) for t in TEXTS[:3]]  # > one tokenizer chunk
+    single = SentimentEngine(tiny_engine.classifier, torch.device("cpu"), "fp32", batch_size=7, cache_size=0)
+    assert [p.probs for p in threaded.predict(texts)] == [p.probs for p in single.predict(texts)]
