@@ -93,6 +93,7 @@ class DuckDBSink:
         create_schema(self.con)
         self.snapshot_interval_s = snapshot_interval_s
         self._last_snapshot = float("-inf")  # the first write publishes: readers never wait a whole interval
+        self._unpublished = False  # a write committed since the last snapshot
         self._publish = _snapshot_publisher() if snapshot_interval_s else None
 
     def write(self, items: Sequence[Item] = (), dead_letters: Sequence[DeadLetter] = (),
@@ -126,6 +127,7 @@ class DuckDBSink:
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+        self._unpublished = True
         self.maybe_publish_snapshot()
         return written
 
@@ -149,11 +151,19 @@ class DuckDBSink:
         return written
 
     def maybe_publish_snapshot(self, force: bool = False) -> str | None:
+        """Publish if a write is not in a snapshot yet and the last one is an interval old.
+
+        A write inside the interval is published by the next call after it: the streaming job
+        calls this every second too, so a burst followed by quiet is visible within the interval
+        plus a second. Call it from the writing thread or under the writer's lock.
+        """
         if self._publish is None:
             return None
-        if not force and time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
+        if not force and (not self._unpublished
+                          or time.monotonic() - self._last_snapshot < self.snapshot_interval_s):
             return None
         self._last_snapshot = time.monotonic()
+        self._unpublished = False
         return self._publish(self.con, self.db_path)
 
     def close(self) -> None:

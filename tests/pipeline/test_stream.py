@@ -235,7 +235,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
 
 def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
     metrics = StreamMetrics(consumed=lambda: 7, lag=lambda: 3)
-    metrics.add(scored=5, dead_lettered=1, duplicates=1, points=4)
+    metrics.add(scored=5, dead_lettered=1, duplicates=1, points=4, late=2)
     for seconds in (0.2, 0.4, 0.6, 0.8, 1.0):
         metrics.observe_latency(seconds)
     port = free_port()
@@ -245,10 +245,10 @@ def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
     finally:
         stop()
     for line in ("tickerpulse_consumed_total 7.0", "tickerpulse_scored_total 5.0", "tickerpulse_dead_lettered_total 1.0",
-                 "tickerpulse_duplicates_total 1.0", "tickerpulse_consumer_lag 3.0",
+                 "tickerpulse_duplicates_total 1.0", "tickerpulse_late_items_total 2.0", "tickerpulse_consumer_lag 3.0",
                  "tickerpulse_end_to_end_latency_seconds_count 5.0", "tickerpulse_end_to_end_latency_p50_seconds 0.6"):
         assert line in body, body
-    assert metrics.line() == ("stream: consumed 7, scored 5, dead-lettered 1, duplicates 1, consumer lag 3, "
+    assert metrics.line() == ("stream: consumed 7, scored 5, dead-lettered 1, duplicates 1, late 2, consumer lag 3, "
                               "end-to-end latency p50 600 ms, p99 992 ms")
 
 
