@@ -202,7 +202,7 @@ def test_a_restart_restores_points_whose_items_were_stored_without_them(tmp_path
     (this one writes both in one transaction): the points within the allowed lateness of each
     ticker's newest item are recomputed on start."""
     db = tmp_path / "tp.duckdb"
-    batch = [item(i, T0 + i * 45.0, ("AAA", "BBB"), (i % 7) / 3.5 - 1, -(i % 4)) for i in range(120)]
+    batch = [item(i, T0 + i * 45.0, ("AAA", "BBB"), (i % 7) / 3.5 - 1, -(i % 4)) for i in range(70)]  # < lateness
     with DuckDBSink(str(db)) as sink:
         sink.write(items=batch)  # items durable, no point written
     Job(db).close()  # the restart
