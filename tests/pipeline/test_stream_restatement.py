@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.duckdb.sentiment_macro import install_sentiment_macro
 from connectors.duckdb.sink import DuckDBSink
 from connectors.kafka.offsets import DeliveryLedger
-from models.aggregation import AggregationConfig, grid_points
+from models.aggregation import AggregationConfig
 from pipeline.metrics import StreamMetrics
 from pipeline.records import Item
 from pipeline.stream_state import StreamState, rebuild_state
@@ -62,42 +61,6 @@ class Job:
         self.run.close()
 
 
-def assert_points_equal_the_macro(db: Path) -> int:
-    """Every stored point equals ``sentiment_series`` over the stored items, and every grid point
-    of every ticker is stored; returns how many points were compared."""
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        install_sentiment_macro(con)
-        rows = con.execute("SELECT t.ticker, epoch(i.ts) FROM items i JOIN item_tickers t ON t.item_id = i.id"
-                           ).fetchall()
-        expected = {(ticker, ts, h) for ticker in {r[0] for r in rows}
-                    for ts in grid_points([r[1] for r in rows if r[0] == ticker], CFG.cadence_s, CFG.horizon_s)
-                    for h in CFG.half_lives_s}
-        stored = {(r[0], r[1], r[2]): r[3:] for r in con.execute(
-            "SELECT ticker, epoch(ts), half_life_s, sentiment, n_items, ess, mean_score, "
-            "list_sort([t.weight FOR t IN top_items]) FROM ticker_sentiment").fetchall()}
-        assert stored.keys() == expected
-        start, stop = min(ts for _, ts, _ in expected), max(ts for _, ts, _ in expected)
-        macro = {}
-        for h in CFG.half_lives_s:
-            for r in con.execute(
-                    "SELECT ticker, epoch(ts), half_life_s, sentiment, n_items, ess, mean_score, "
-                    "list_sort([t.weight FOR t IN top_items]) FROM sentiment_series(NULL, to_timestamp(?), "
-                    "to_timestamp(?), ?, ?, horizon_s := ?, top_k := ?)",
-                    [start, stop, CFG.cadence_s, h, CFG.horizon_s, CFG.top_k]).fetchall():
-                macro[(r[0], r[1], r[2])] = r[3:]
-    finally:
-        con.close()
-    for key, (sentiment, n_items, ess, mean_score, weights) in stored.items():
-        m_sentiment, m_n, m_ess, m_mean, m_weights = macro[key]
-        assert n_items == m_n, key
-        assert (sentiment, ess, mean_score) == pytest.approx((m_sentiment, m_ess, m_mean), rel=1e-6, abs=1e-6), key
-        assert weights == pytest.approx(m_weights, rel=1e-6, abs=1e-9), key
-    return len(stored)
-
-
 @st.composite
 def feeds(draw):
     """Items on a 4-horizon span, many per ticker per step, in the order partitions deliver them.
@@ -132,9 +95,11 @@ def feeds(draw):
     return bundles, kills
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                        HealthCheck.function_scoped_fixture])
 @given(feed=feeds())
-def test_every_stored_point_equals_the_macro_whatever_the_arrival_order_and_kills(feed, tmp_path_factory):
+def test_every_stored_point_equals_the_macro_whatever_the_arrival_order_and_kills(feed, tmp_path_factory,
+                                                                                  points_equal_the_macro):
     bundles, kills = feed
     db = tmp_path_factory.mktemp("feed") / "tp.duckdb"
     job = Job(db)
@@ -147,18 +112,19 @@ def test_every_stored_point_equals_the_macro_whatever_the_arrival_order_and_kill
     finally:
         job.close()
     assert job.metrics.late == 0
-    assert assert_points_equal_the_macro(db) > 0
+    assert points_equal_the_macro(db, CFG) > 0
 
 
-def test_many_items_of_one_ticker_in_one_step_in_one_bundle_store_the_final_point(tmp_path):
+def test_many_items_of_one_ticker_in_one_step_in_one_bundle_store_the_final_point(tmp_path,
+                                                                                   points_equal_the_macro):
     db = tmp_path / "tp.duckdb"
     job = Job(db)
     job.bundle([item(i, T0 - 290 + i, ("AAA",), (i % 5) / 2 - 1, -(i % 3)) for i in range(50)])
     job.close()
-    assert assert_points_equal_the_macro(db) == len(CFG.half_lives_s)
+    assert points_equal_the_macro(db, CFG) == len(CFG.half_lives_s)
 
 
-def test_a_late_partition_restates_the_points_it_belongs_to(tmp_path):
+def test_a_late_partition_restates_the_points_it_belongs_to(tmp_path, points_equal_the_macro):
     db = tmp_path / "tp.duckdb"
     job = Job(db)
     ahead = [item(i, T0 + i * 120.0, ("AAA", "BBB"), 0.5, -1.0) for i in range(20)]
@@ -167,7 +133,7 @@ def test_a_late_partition_restates_the_points_it_belongs_to(tmp_path):
     job.bundle(behind)  # every one older than AAA's latest point
     job.close()
     assert job.metrics.late == 0
-    assert assert_points_equal_the_macro(db) > 0
+    assert points_equal_the_macro(db, CFG) > 0
 
 
 def test_an_item_older_than_the_allowed_lateness_is_stored_counted_and_changes_only_open_points(tmp_path):
@@ -197,7 +163,7 @@ def duckdb_rows(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def test_a_restart_restores_points_whose_items_were_stored_without_them(tmp_path):
+def test_a_restart_restores_points_whose_items_were_stored_without_them(tmp_path, points_equal_the_macro):
     """kill -9 between a bundle's item write and its point write, as an earlier version could
     (this one writes both in one transaction): the points within the allowed lateness of each
     ticker's newest item are recomputed on start."""
@@ -206,7 +172,7 @@ def test_a_restart_restores_points_whose_items_were_stored_without_them(tmp_path
     with DuckDBSink(str(db)) as sink:
         sink.write(items=batch)  # items durable, no point written
     Job(db).close()  # the restart
-    assert assert_points_equal_the_macro(db) > 0
+    assert points_equal_the_macro(db, CFG) > 0
 
 
 def test_state_keeps_horizon_plus_lateness_of_history():
