@@ -10,7 +10,7 @@ Late items restate (docs/aggregation.md, "Late items and restatement"): an item 
 bucket is older than its ticker's latest point is kept in the ticker's history, and at the end of
 the fold the ticker's points from that bucket to its latest are recomputed by replaying the
 history in event-time order into a fresh ``TickerState`` (the one incremental form; no second
-copy of the math). Points older than the allowed lateness before the ticker's latest point are
+copy of the math), seeded at the first restated point so that earlier points are not recomputed. Points older than the allowed lateness before the ticker's latest point are
 final: an item that would change one is still folded into the later points and counted as late.
 So a ticker's history holds its items younger than horizon + allowed lateness before its latest
 point, and the novelty tracker the text keys seen within two horizons.
@@ -152,17 +152,20 @@ class StreamState:
         return (round(frozen / cadence) + 1) * cadence
 
     def _restate(self, ticker: str, start: float) -> list[SentimentPoint]:
-        """Replay the ticker's items younger than start - horizon in event-time order: the new
-        state, and its final points at start and later."""
+        """The ticker's final points from grid point ``start`` on, and its new state: the items of
+        start's horizon seed a fresh ``TickerState`` at start, later ones are added in event-time
+        order."""
         state = TickerState(ticker, self.cfg)
-        final: dict[tuple[float, float], SentimentPoint] = {}
-        for ts_s, item_id, score, relevance in self.histories[ticker].since(start - self.cfg.horizon_s):
-            for point in state.add(item_id, ts_s, score, relevance):
-                if point.ts_s >= start:
-                    final[(point.ts_s, point.half_life_s)] = point
+        rows = self.histories[ticker].since(start - self.cfg.horizon_s)
+        at_start = bisect.bisect_right(rows, start, key=_ts)
+        points = state.seed([(item_id, ts_s, score, relevance) for ts_s, item_id, score, relevance in rows[:at_start]],
+                            start)
+        for ts_s, item_id, score, relevance in rows[at_start:]:
+            points += state.add(item_id, ts_s, score, relevance)
         if state.last_emitted is None:  # no item reaches an open point: the state stands
             return []
         self.tickers[ticker] = state
+        final = {(point.ts_s, point.half_life_s): point for point in points}
         return list(final.values())
 
     def _forget_old(self, ticker: str) -> None:
