@@ -1,7 +1,8 @@
 """What the streaming job reports while it runs: a log line every few seconds and Prometheus.
 
-Counters live in one :class:`StreamMetrics` per run in the job's process; the source (consumed,
-lag) reports through :class:`connectors.kafka.source.RunControl`, the sink records scored items,
+Counters live in one :class:`StreamMetrics` per run in the job's process; the source (consumed)
+reports through :class:`connectors.kafka.source.RunControl`, the consumer lag is the broker's
+(:class:`connectors.kafka.offsets.BrokerLag`: end offsets minus committed), the sink records scored items,
 dead letters, duplicates and end-to-end latency (Kafka record timestamp -> row committed in
 DuckDB). Prometheus reads the same numbers through a collector, so the two never disagree.
 """

@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.duckdb.sink import DuckDBSink, memory_limit
-from connectors.kafka.offsets import OffsetCommitter, forget_ledger, ledger_for
+from connectors.kafka.offsets import BrokerLag, OffsetCommitter, forget_ledger, ledger_for
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
@@ -180,7 +180,8 @@ def run_stream(argv: list[str]) -> StreamMetrics:
                                spare_partitions=args.spare_partitions)
     control = run_control(run_id, args.until_idle)
     ledger = ledger_for(run_id)
-    metrics = StreamMetrics(consumed=lambda: control.consumed, lag=control.total_lag)
+    broker_lag = BrokerLag(args.bootstrap_servers, args.group_id, tuple(args.topics))
+    metrics = StreamMetrics(consumed=lambda: control.consumed, lag=lambda: broker_lag.value)
     sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
     state, replayed, points = rebuild_state(sink, cfg, args.allowed_lateness)
     if replayed:
@@ -191,6 +192,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     stream = StreamRun(sink, ledger, committer, metrics, state)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
+    broker_lag.start()
     progress = PeriodicLogger(metrics, args.metrics_interval, every_second=stream.commit_due).start()
     try:
         with stop_on_signals(control):
@@ -200,6 +202,9 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     finally:
         progress.stop()
         stream.close()  # final commit of what is durable, snapshot, close the file
+        broker_lag.stop()
+        broker_lag.refresh()  # the lag after the final commit, for the last line
+        broker_lag.close()
         if stop_metrics_server:
             stop_metrics_server()
         unregister_run(run_id)
