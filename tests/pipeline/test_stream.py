@@ -153,7 +153,7 @@ def _wait_for_commit(bootstrap: str, at_least: int, timeout_s: float, proc: subp
                          + log_path.read_text(errors="replace")[-3000:])
 
 
-def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp_path):
+def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp_path, points_equal_the_macro):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=1)
     # 1,000 records in bundles of 5 take the job seconds; checking the committed offset takes
@@ -195,6 +195,7 @@ def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp
             WHERE t.ticker = s.ticker AND i.ts <= s.ts AND i.ts > s.ts - INTERVAL 3 DAY)""")
     assert wrong_counts == [(0,)]
     assert query(db, "SELECT count(DISTINCT ticker) FROM ticker_sentiment") == [(len(TICKERS),)]
+    assert points_equal_the_macro(db, AggregationConfig(half_lives_s=(3600.0, 21600.0), cadence_s=300.0)) > 0
 
 
 def test_job_recovers_when_the_broker_restarts(kafka_broker, tmp_path, caplog):
