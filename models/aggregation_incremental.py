@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 
 from models.aggregation_config import (LN2, AggregationConfig, SentimentPoint, grid_ceil,
                                        in_horizon)
@@ -170,6 +171,26 @@ class TickerState:
     def __len__(self) -> int:
         """Items inside the horizon of the last emitted point."""
         return len(self.item_ts) - self.head
+
+    def seed(self, items: Sequence[tuple[str, float, float, float]], as_of_s: float) -> list[SentimentPoint]:
+        """Start an empty state at grid point ``as_of_s`` from (item_id, ts, score, relevance) in
+        time order, emitting only the point at ``as_of_s`` (none when its horizon is empty).
+
+        The state is then the one ``add`` would have reached after the same items and no later
+        one, without computing the points before ``as_of_s`` (a restatement starts there).
+        """
+        if self.last_emitted is not None or len(self):
+            raise ValueError("seed starts an empty state")
+        for item_id, ts_s, score, relevance in items:
+            if in_horizon(ts_s, as_of_s, self.cfg.horizon_s) and item_id not in self.item_ids:
+                if self.anchor is None:
+                    self.anchor = ts_s
+                self._insert(item_id, ts_s, score, relevance)
+        points: list[SentimentPoint] = []
+        if len(self):
+            self.last_emitted = as_of_s
+            self._emit(as_of_s, points)
+        return points
 
     def add(self, item_id: str, ts_s: float, score: float,
             relevance: float) -> list[SentimentPoint]:

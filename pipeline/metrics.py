@@ -1,7 +1,8 @@
 """What the streaming job reports while it runs: a log line every few seconds and Prometheus.
 
-Counters live in one :class:`StreamMetrics` per run in the job's process; the source (consumed,
-lag) reports through :class:`connectors.kafka.source.RunControl`, the sink records scored items,
+Counters live in one :class:`StreamMetrics` per run in the job's process; the source (consumed)
+reports through :class:`connectors.kafka.source.RunControl`, the consumer lag is the broker's
+(:class:`connectors.kafka.offsets.BrokerLag`: end offsets minus committed), the sink records scored items,
 dead letters, duplicates and end-to-end latency (Kafka record timestamp -> row committed in
 DuckDB). Prometheus reads the same numbers through a collector, so the two never disagree.
 """
@@ -31,16 +32,19 @@ class StreamMetrics:
         self.dead_lettered = 0
         self.duplicates = 0
         self.points = 0
+        self.late = 0  # items older than the allowed lateness: some final points do not count them
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._latency_count = 0
         self._latency_sum = 0.0
 
-    def add(self, scored: int = 0, dead_lettered: int = 0, duplicates: int = 0, points: int = 0) -> None:
+    def add(self, scored: int = 0, dead_lettered: int = 0, duplicates: int = 0, points: int = 0,
+            late: int = 0) -> None:
         with self._lock:
             self.scored += scored
             self.dead_lettered += dead_lettered
             self.duplicates += duplicates
             self.points += points
+            self.late += late
 
     def observe_latency(self, seconds: float) -> None:
         with self._lock:
@@ -71,7 +75,7 @@ class StreamMetrics:
         p50, p99 = self.latency_percentiles(0.5, 0.99)
         latency = "n/a" if p50 is None else f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
         return (f"stream: consumed {self.consumed:,}, scored {self.scored:,}, dead-lettered "
-                f"{self.dead_lettered:,}, duplicates {self.duplicates:,}, consumer lag {self.lag:,}, "
+                f"{self.dead_lettered:,}, duplicates {self.duplicates:,}, late {self.late:,}, consumer lag {self.lag:,}, "
                 f"end-to-end latency {latency}")
 
 
@@ -124,6 +128,7 @@ class _Collector:
                 ("scored", m.scored, "items scored and written"),
                 ("dead_lettered", m.dead_lettered, "records written to dead_letters"),
                 ("duplicates", m.duplicates, "records dropped as a repeated item id"),
+                ("late_items", m.late, "items older than the allowed lateness (stored; some final points miss them)"),
                 ("sentiment_points", m.points, "ticker_sentiment rows written (incl. updates)")):
             yield CounterMetricFamily(f"tickerpulse_{name}", help_, value=value)
         yield GaugeMetricFamily("tickerpulse_consumer_lag", "records behind the partitions' ends", value=m.lag)

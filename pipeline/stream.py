@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.duckdb.sink import DuckDBSink, memory_limit
-from connectors.kafka.offsets import OffsetCommitter, forget_ledger, ledger_for
+from connectors.kafka.offsets import BrokerLag, OffsetCommitter, forget_ledger, ledger_for
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
@@ -63,6 +63,10 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--duckdb-memory-limit", type=_memory_limit, default=env_default("duckdb_memory_limit"),
                      metavar="SIZE", help="cap DuckDB's buffer cache, e.g. 512MB or 10%% (default: DuckDB's, 80%% of RAM)")
     add_aggregation_args(p)
+    p.add_argument("--allowed-lateness", type=duration_seconds, default=env_default("allowed_lateness"),
+                   metavar="DURATION",
+                   help="an item this much older than its ticker's latest point still restates the points "
+                        "it changes; an older one is stored and counted as late (default: the horizon)")
     p.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
                      help="state: per-ticker state in the job, works on the local runner (default); "
                           "windows: native event-time windows, for runners whose watermark advances")
@@ -111,13 +115,13 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     items = scored["items"] | "Relevance" >> Relevance()
     if args.aggregation == "windows":
         points = items | "Aggregate" >> EventTimeRecencyAttention(cfg)
+        _ = items | "Write items" >> WriteStream(run_id, "items")
+        _ = points | "Write sentiment" >> WriteStream(run_id, "points")
     else:
-        points = items | "Aggregate" >> StreamRecencyAttention(run_id)
-    _ = items | "Write items" >> WriteStream(run_id, "items")
+        _ = items | "Aggregate and write" >> StreamRecencyAttention(run_id)
     _ = parsed[DEAD] | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
     _ = scored[DEAD] | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
     _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
-    _ = points | "Write sentiment" >> WriteStream(run_id, "points")
 
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
@@ -177,27 +181,31 @@ def run_stream(argv: list[str]) -> StreamMetrics:
                                spare_partitions=args.spare_partitions)
     control = run_control(run_id, args.until_idle)
     ledger = ledger_for(run_id)
-    metrics = StreamMetrics(consumed=lambda: control.consumed, lag=control.total_lag)
+    broker_lag = BrokerLag(args.bootstrap_servers, args.group_id, tuple(args.topics))
+    metrics = StreamMetrics(consumed=lambda: control.consumed, lag=lambda: broker_lag.value)
     sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
-    state, replayed, points = rebuild_state(sink, cfg)
+    state, replayed, points = rebuild_state(sink, cfg, args.allowed_lateness)
     if replayed:
         sink.write(points=points)
-        log.info("resumed state from %s: %d items within the horizon, %d tickers, %d points rewritten",
+        log.info("resumed state from %s: %d items replayed, %d tickers, %d open points recomputed",
                  args.db, replayed, len(state.tickers), len(points))
     committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger)
     stream = StreamRun(sink, ledger, committer, metrics, state)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
+    broker_lag.start()
     progress = PeriodicLogger(metrics, args.metrics_interval, every_second=stream.commit_due).start()
     try:
         with stop_on_signals(control):
             pipeline = make_pipeline(beam_args)
             build(pipeline, args, source, cfg, links)
             pipeline.run().wait_until_finish()
-        log.info("rewrote %d points of the last horizon in event-time order", stream.settle(cfg))
     finally:
         progress.stop()
         stream.close()  # final commit of what is durable, snapshot, close the file
+        broker_lag.stop()
+        broker_lag.refresh()  # the lag after the final commit, for the last line
+        broker_lag.close()
         if stop_metrics_server:
             stop_metrics_server()
         unregister_run(run_id)

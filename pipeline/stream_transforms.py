@@ -29,12 +29,13 @@ from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
 from models.aggregation import AggregationConfig, SentimentPoint, aggregate_series
 from pipeline.metrics import StreamMetrics
 from pipeline.records import DeadLetter, Item
-from pipeline.stream_state import StreamState, rebuild_state
+from pipeline.stream_state import StreamState
 from pipeline.transforms import per_ticker
 
 log = logging.getLogger(__name__)
 
 DUPLICATE = "duplicate"
+SCORED = "scored"  # items written with the points they change
 
 
 class StreamRun:
@@ -67,20 +68,33 @@ class StreamRun:
     def write(self, items: list[Item] = (), dead_letters: list[DeadLetter] = (),
               points: list[SentimentPoint] = ()) -> None:
         with self._lock:
-            self.sink.write(items, dead_letters, points)
-            now_ms = time.time() * 1000
-            for record in (*items, *dead_letters):
-                if record.kafka_topic is not None:
-                    self._acked(record.kafka_topic, record.kafka_partition, record.kafka_offset, now_ms)
-            self.metrics.add(scored=len(items), dead_lettered=len(dead_letters), points=len(points))
-            if self.committer is not None:
-                self.committer.maybe_commit()
+            self._write(items, dead_letters, points)
+
+    def _write(self, items: list[Item], dead_letters: list[DeadLetter], points: list[SentimentPoint]) -> None:
+        self.sink.write(items, dead_letters, points)
+        now_ms = time.time() * 1000
+        for record in (*items, *dead_letters):
+            if record.kafka_topic is not None:
+                self._acked(record.kafka_topic, record.kafka_partition, record.kafka_offset, now_ms)
+        self.metrics.add(scored=len(items), dead_lettered=len(dead_letters), points=len(points))
+        if self.committer is not None:
+            self.committer.maybe_commit()
+
+    def write_scored(self, items: list[Item]) -> None:
+        """Fold scored items into the state and write them with every point they changed, in one
+        transaction: no crash can store a bundle's items without its points."""
+        with self._lock:
+            folded = self.state.fold([(ticker, *row) for item in items for ticker, row in per_ticker(item)])
+            self.metrics.add(late=folded.late)
+            self._write(items, (), folded.points)
 
     def commit_due(self) -> None:
-        """Commit what became durable since the last commit (a quiet topic gets no more writes)."""
-        if self.committer is not None:
-            with self._lock:
+        """Runs about once a second: commit what became durable since the last commit, and publish
+        a due snapshot (a burst followed by quiet gets no later write to publish it)."""
+        with self._lock:
+            if self.committer is not None:
                 self.committer.maybe_commit()
+            self.sink.maybe_publish_snapshot()
 
     def dropped(self, items: list[Item]) -> None:
         """Duplicates need no row: acknowledging them lets the committed offset move past them."""
@@ -97,18 +111,6 @@ class StreamRun:
         produced_ms = self.ledger.ack((topic, partition), offset)
         if produced_ms is not None and produced_ms >= 0:
             self.metrics.observe_latency(max(0.0, now_ms - produced_ms) / 1000)
-
-    def settle(self, cfg: AggregationConfig) -> int:
-        """Rewrite the last horizon's points in event-time order; returns how many.
-
-        Records of several partitions (or of a backlog) arrive out of event-time order, and a late
-        item joins later points without rewriting the ones already emitted. At a clean stop the
-        job replays the stored items, as a restart would, so what it leaves behind is exact.
-        """
-        with self._lock:
-            _, _, points = rebuild_state(self.sink, cfg)
-            self.sink.write(points=points)
-            return len(points)
 
     def close(self) -> None:
         with self._lock:
@@ -198,22 +200,20 @@ class StreamNovelty(beam.PTransform):
         return items | "Count earlier copies" >> beam.Map(_with_novelty, self.run_id)
 
 
-def _points_due(keyed: tuple[str, tuple[str, float, float, float]], run_id: str) -> list[SentimentPoint]:
-    ticker, (item_id, ts_s, score, relevance) = keyed
-    return stream_run(run_id).state.aggregate(ticker, item_id, ts_s, score, relevance)
-
-
 class StreamRecencyAttention(beam.PTransform):
-    """Stream: per ticker, points on the event-time cadence as items arrive (newest provisional)."""
+    """Stream: scored items -> per-ticker points on the event-time cadence, written with the items.
 
-    def __init__(self, run_id: str) -> None:
+    Each bundle's items are folded into the state (late ones restate the points they change) and
+    written together with those points in one transaction (``StreamRun.write_scored``).
+    """
+
+    def __init__(self, run_id: str, max_rows: int = 5000) -> None:
         super().__init__()
         self.run_id = run_id
+        self.max_rows = max_rows
 
     def expand(self, items):
-        return (items
-                | "Per ticker" >> beam.FlatMap(per_ticker).with_output_types(tuple[str, tuple[str, float, float, float]])
-                | "Update ticker state" >> beam.FlatMap(_points_due, self.run_id))
+        return items | "Fold and write" >> beam.ParDo(_WriteFn(self.run_id, SCORED, self.max_rows))
 
 
 def _point_at_window_end(keyed, cfg: AggregationConfig, window=beam.DoFn.WindowParam) -> Iterator[SentimentPoint]:
@@ -272,15 +272,18 @@ class _WriteFn(beam.DoFn):
         run = stream_run(self.run_id)
         if self.kind == DUPLICATE:
             run.dropped(self._rows)
+        elif self.kind == SCORED:
+            run.write_scored(self._rows)
         else:
             run.write(**{self.kind: self._rows})
         self._rows = []
 
 
 class WriteStream(beam.PTransform):
-    """Rows of one kind (items, dead_letters, points, or duplicate: acknowledged, not stored)."""
+    """Rows of one kind (items, dead_letters, points, scored: items with their points, or
+    duplicate: acknowledged, not stored)."""
 
-    KINDS = ("items", "dead_letters", "points", DUPLICATE)
+    KINDS = ("items", "dead_letters", "points", SCORED, DUPLICATE)
 
     def __init__(self, run_id: str, kind: str, max_rows: int = 5000) -> None:
         super().__init__()

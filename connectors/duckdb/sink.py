@@ -3,7 +3,8 @@
 DuckDB allows one writing process per file, so every pipeline funnels its rows to a single
 ``DuckDBSink``. Items, item tickers and dead letters are ``ON CONFLICT DO NOTHING`` (a replay
 changes nothing); sentiment points are ``ON CONFLICT DO UPDATE`` (a rerun writes the same value,
-and the streaming job may overwrite a provisional point with its final value).
+and the streaming job may overwrite a provisional point with its final value). Within one write,
+the last version given of a point wins (``last_version_per_point``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 import apache_beam as beam
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from connectors.duckdb import arrow_rows
@@ -23,6 +25,10 @@ from pipeline.records import DeadLetter, Item
 
 log = logging.getLogger(__name__)
 
+SENTIMENT_KEY = ("ticker", "ts", "half_life_s")
+
+# DISTINCT ON keeps an arbitrary row per key: ``write_tables`` passes one row per point already
+# (the last version); it only matters for Parquet imports, whose points are written once each.
 _INSERT = {
     "items": "INSERT INTO items SELECT DISTINCT ON (id) * FROM incoming ON CONFLICT DO NOTHING",
     "item_tickers": "INSERT INTO item_tickers SELECT DISTINCT * FROM incoming ON CONFLICT DO NOTHING",
@@ -57,6 +63,19 @@ def _connect_writer(db_path: str, config: dict[str, str], wait_s: float = 10.0) 
             time.sleep(0.2)
 
 
+def last_version_per_point(table: pa.Table) -> pa.Table:
+    """One row per (ticker, ts, half_life_s): the last one in the table, in table order.
+
+    The streaming job emits a provisional version of a point, then the final one, and one write
+    may hold both; without this, the insert kept an arbitrary version (often a stale one).
+    """
+    position = pa.array(range(table.num_rows), pa.int64())
+    last = (table.select(list(SENTIMENT_KEY)).append_column("position", position)
+            .group_by(list(SENTIMENT_KEY), use_threads=False).aggregate([("position", "max")]))
+    positions = last["position_max"].combine_chunks()
+    return table.take(positions.take(pc.sort_indices(positions)))  # kept rows, in table order
+
+
 class DuckDBSink:
     """A plain writer the batch transform and the streaming job share.
 
@@ -74,6 +93,7 @@ class DuckDBSink:
         create_schema(self.con)
         self.snapshot_interval_s = snapshot_interval_s
         self._last_snapshot = float("-inf")  # the first write publishes: readers never wait a whole interval
+        self._unpublished = False  # a write committed since the last snapshot
         self._publish = _snapshot_publisher() if snapshot_interval_s else None
 
     def write(self, items: Sequence[Item] = (), dead_letters: Sequence[DeadLetter] = (),
@@ -96,6 +116,8 @@ class DuckDBSink:
             for name, table in tables.items():
                 if table.num_rows == 0:
                     continue
+                if name == "ticker_sentiment":
+                    table = last_version_per_point(table)
                 self.con.register("incoming", table)
                 try:
                     written[name] = self.con.execute(_INSERT[name]).fetchone()[0]
@@ -105,6 +127,7 @@ class DuckDBSink:
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+        self._unpublished = True
         self.maybe_publish_snapshot()
         return written
 
@@ -128,11 +151,19 @@ class DuckDBSink:
         return written
 
     def maybe_publish_snapshot(self, force: bool = False) -> str | None:
+        """Publish if a write is not in a snapshot yet and the last one is an interval old.
+
+        A write inside the interval is published by the next call after it: the streaming job
+        calls this every second too, so a burst followed by quiet is visible within the interval
+        plus a second. Call it from the writing thread or under the writer's lock.
+        """
         if self._publish is None:
             return None
-        if not force and time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
+        if not force and (not self._unpublished
+                          or time.monotonic() - self._last_snapshot < self.snapshot_interval_s):
             return None
         self._last_snapshot = time.monotonic()
+        self._unpublished = False
         return self._publish(self.con, self.db_path)
 
     def close(self) -> None:

@@ -155,6 +155,76 @@ class OffsetCommitter:
             self._consumer = None
 
 
+class BrokerLag:
+    """The consumer group's lag as the broker sees it: over every partition of the topics, the end
+    offset minus the group's committed offset (the beginning offset when none is committed).
+
+    Asked every ``interval_s`` from a daemon thread of its own (a dead broker blocks that thread,
+    not the writer); ``value`` is the last measurement. The source's own per-partition view only
+    knows the partitions it polled lately, and not those it has not reached in a backlog.
+    """
+
+    def __init__(self, bootstrap_servers: str, group_id: str, topics: tuple[str, ...],
+                 interval_s: float = 5.0, timeout_ms: int = 5000) -> None:
+        self._config = dict(bootstrap_servers=bootstrap_servers, group_id=group_id,
+                            enable_auto_commit=False, client_id="tickerpulse-lag",
+                            request_timeout_ms=max(timeout_ms, 1000) + 500)
+        self.topics = topics
+        self.interval_s = interval_s
+        self.timeout_ms = timeout_ms
+        self.value = 0
+        self._consumer: KafkaConsumer | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tickerpulse-lag", daemon=True)
+
+    def refresh(self) -> int | None:
+        """Measure now; returns the lag, or None (the last value stays) if the broker did not answer."""
+        try:
+            if self._consumer is None:
+                self._consumer = KafkaConsumer(**self._config)
+            consumer = self._consumer
+            tps = [TopicPartition(topic, p) for topic in self.topics
+                   for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not tps:
+                self.value = 0
+                return 0
+            ends = consumer.end_offsets(tps, timeout_ms=self.timeout_ms)
+            starts = consumer.beginning_offsets(tps, timeout_ms=self.timeout_ms)
+            lag = 0
+            for tp in tps:
+                committed = consumer.committed(tp)
+                lag += max(0, ends[tp] - (starts[tp] if committed is None else committed))
+        except KafkaError:
+            self.close()
+            return None
+        self.value = lag
+        return lag
+
+    def start(self) -> "BrokerLag":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            self.refresh()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def stop(self) -> None:
+        """Stop the thread (``refresh`` still works; ``close`` releases the connection)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval_s + self.timeout_ms / 1000 + 1)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except KafkaError:
+                pass
+            self._consumer = None
+
+
 def committed_offsets(bootstrap_servers: str, group_id: str,
                       partitions: list[Partition]) -> dict[Partition, int | None]:
     """The group's committed offset per partition (None: nothing committed yet)."""

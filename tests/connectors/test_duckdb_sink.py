@@ -96,3 +96,24 @@ def test_a_version_1_file_gains_the_link_column(tmp_path):
         assert sink.con.execute("SELECT * FROM item_tickers ORDER BY item_id").fetchall() == [
             ("new", "MSFT", "field"), ("old", "AAPL", "unrecorded")]
         assert sink.con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone() == ("2",)
+
+
+def test_the_last_version_of_a_point_in_one_write_wins(tmp_path):
+    """Many items of one ticker in one 5-minute step: the stream emits a provisional version of
+    the step's point per item, and one write holds them all; the stored point is the last one."""
+    from models.aggregation import AggregationConfig, TickerState
+
+    cfg = AggregationConfig(half_lives_s=(600.0, 3600.0), cadence_s=300.0, top_k=3)
+    state, versions = TickerState("AAPL", cfg), []
+    for i in range(200):  # 10 steps of 20 items each
+        versions += state.add(f"i{i:03d}", TS.timestamp() + i * 15.0, (i % 7) / 3.5 - 1, -(i % 5) / 4)
+    last = {(p.ticker, p.ts_s, p.half_life_s): p for p in versions}
+    assert len(versions) > 10 * len(last)  # many stale versions precede each final one
+    with DuckDBSink(str(tmp_path / "s.duckdb")) as sink:
+        assert sink.write(points=versions)["ticker_sentiment"] == len(last)
+        stored = sink.con.execute(
+            "SELECT ticker, epoch(ts), half_life_s, sentiment, n_items FROM ticker_sentiment").fetchall()
+    assert len(stored) == len(last)
+    for ticker, ts_s, half_life_s, sentiment, n_items in stored:
+        final = last[(ticker, ts_s, half_life_s)]
+        assert (sentiment, n_items) == (final.sentiment, final.n_items)

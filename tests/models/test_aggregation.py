@@ -243,3 +243,25 @@ def test_long_stream_with_compaction_and_pickling_equals_the_batch():
     streamed, state = stream("A", items, cfg, pickle_every=1500)
     assert len(state) < 200
     assert_points_close(streamed, aggregate_series("A", items, cfg), tol=1e-9)
+
+
+def test_seed_at_a_grid_point_continues_exactly_like_adding_every_item():
+    """A restatement seeds a fresh state at its first point instead of replaying the points before."""
+    rng = random.Random(11)
+    items = sorted(((f"s{i}", 1_714_550_400.0 + rng.uniform(0, 2 * 86400), rng.uniform(-1, 1), rng.uniform(-2, 0))
+                    for i in range(600)), key=lambda item: item[1])
+    start = 1_714_550_400.0 + 300.0 * 300  # a grid point a day and a bit in
+    full = TickerState("AAA", CFG)
+    expected = {}
+    for item in items:
+        for p in full.add(*item):
+            if p.ts_s >= start:
+                expected[(p.ts_s, p.half_life_s)] = p
+    seeded = TickerState("AAA", CFG)
+    got = {(p.ts_s, p.half_life_s): p for p in seeded.seed([i for i in items if i[1] <= start], start)}
+    for item in (i for i in items if i[1] > start):
+        got.update({(p.ts_s, p.half_life_s): p for p in seeded.add(*item)})
+    assert got.keys() == expected.keys()
+    for key, p in expected.items():
+        assert got[key].sentiment == pytest.approx(p.sentiment, abs=1e-9)
+        assert (got[key].n_items, [t[0] for t in got[key].top_items]) == (p.n_items, [t[0] for t in p.top_items])

@@ -6,6 +6,7 @@ import socket
 
 import duckdb
 
+from connectors.duckdb.sentiment_macro import install_sentiment_macro
 from pipeline import demo
 
 
@@ -40,12 +41,18 @@ def test_demo_streams_the_corpus_and_prints_the_summary(tmp_path, capsys):
             SELECT last(sentiment ORDER BY ts), first(sentiment ORDER BY ts) FILTER (WHERE ts <= '2024-05-06 16:30Z')
             FROM ticker_sentiment WHERE ticker = 'BA' AND half_life_s = 3600""").fetchone()
         tickers = [r[0] for r in con.execute("SELECT DISTINCT ticker FROM ticker_sentiment").fetchall()]
+        table = out.split("Latest sentiment per ticker")[1]
+        install_sentiment_macro(con)
+        for line in table.splitlines()[2:2 + len(tickers)]:  # the summary equals the macro's truth
+            ticker, day, hhmm, weighted, _mean, n_items = line.split()[:6]
+            sentiment, n = con.execute("SELECT sentiment, n_items FROM sentiment_asof(?, ?::TIMESTAMPTZ, 3600)",
+                                       [ticker, f"{day} {hhmm}:00+00"]).fetchone()
+            assert int(n_items) == n and abs(float(weighted) - sentiment) <= 0.005 + 1e-9, (line, sentiment, n)
     finally:
         con.close()
     assert items == 626 and dead == 6
     assert ba_before > 0.2 and ba_now < -0.2  # BA's news turned from good to bad
     assert f"Caught up: {items} items, {dead} dead letters" in out
-    table = out.split("Latest sentiment per ticker")[1]
     assert all(f"\n{ticker} " in table for ticker in tickers) and len(tickers) == 12
     assert "BA " in table and "<- turned down" in table.split("\nBA ")[1].splitlines()[0]
     assert f"query --db {db}" in out and f"dashboard --db {db}" in out

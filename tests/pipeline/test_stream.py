@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 from connectors.kafka.embedded import create_topics, free_port
 from connectors.kafka.offsets import committed_offsets
 from connectors.kafka.source import KafkaSourceConfig
+from models.aggregation import AggregationConfig
 from pipeline import backfill, stream
 from pipeline.cli import main
 from pipeline.metrics import StreamMetrics, serve_prometheus
@@ -129,13 +130,13 @@ def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path):
     assert query(streamed, "SELECT raw, source_location FROM dead_letters") == [(b"not json", "news/0/63")]
 
 
-def _stream_process(bootstrap: str, db: Path, log_path: Path) -> subprocess.Popen:
+def _stream_process(bootstrap: str, db: Path, log_path: Path, *extra: str, **env_values: str) -> subprocess.Popen:
     # Small polls: many bundles and commits, so a kill lands between two of them.
-    env = dict(os.environ, PYTHONPATH=str(REPO), TICKERPULSE_METRICS_INTERVAL="1s",
-               TICKERPULSE_MAX_POLL_RECORDS="5")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TICKERPULSE_METRICS_INTERVAL": "1s",
+           "TICKERPULSE_MAX_POLL_RECORDS": "5", **env_values}
     with open(log_path, "ab") as log_file:  # a file, not a pipe: a full pipe would block the job
         return subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "stream",
-                                 *stream_args(bootstrap, db)], env=env, cwd=REPO,
+                                 *stream_args(bootstrap, db, *extra)], env=env, cwd=REPO,
                                 stdout=log_file, stderr=subprocess.STDOUT)
 
 
@@ -152,7 +153,7 @@ def _wait_for_commit(bootstrap: str, at_least: int, timeout_s: float, proc: subp
                          + log_path.read_text(errors="replace")[-3000:])
 
 
-def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp_path):
+def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp_path, points_equal_the_macro):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=1)
     # 1,000 records in bundles of 5 take the job seconds; checking the committed offset takes
@@ -194,6 +195,7 @@ def test_kill_9_mid_stream_then_sigterm_leaves_exactly_n_items(kafka_broker, tmp
             WHERE t.ticker = s.ticker AND i.ts <= s.ts AND i.ts > s.ts - INTERVAL 3 DAY)""")
     assert wrong_counts == [(0,)]
     assert query(db, "SELECT count(DISTINCT ticker) FROM ticker_sentiment") == [(len(TICKERS),)]
+    assert points_equal_the_macro(db, AggregationConfig(half_lives_s=(3600.0, 21600.0), cadence_s=300.0)) > 0
 
 
 def test_job_recovers_when_the_broker_restarts(kafka_broker, tmp_path, caplog):
@@ -235,7 +237,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
 
 def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
     metrics = StreamMetrics(consumed=lambda: 7, lag=lambda: 3)
-    metrics.add(scored=5, dead_lettered=1, duplicates=1, points=4)
+    metrics.add(scored=5, dead_lettered=1, duplicates=1, points=4, late=2)
     for seconds in (0.2, 0.4, 0.6, 0.8, 1.0):
         metrics.observe_latency(seconds)
     port = free_port()
@@ -245,10 +247,10 @@ def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
     finally:
         stop()
     for line in ("tickerpulse_consumed_total 7.0", "tickerpulse_scored_total 5.0", "tickerpulse_dead_lettered_total 1.0",
-                 "tickerpulse_duplicates_total 1.0", "tickerpulse_consumer_lag 3.0",
+                 "tickerpulse_duplicates_total 1.0", "tickerpulse_late_items_total 2.0", "tickerpulse_consumer_lag 3.0",
                  "tickerpulse_end_to_end_latency_seconds_count 5.0", "tickerpulse_end_to_end_latency_p50_seconds 0.6"):
         assert line in body, body
-    assert metrics.line() == ("stream: consumed 7, scored 5, dead-lettered 1, duplicates 1, consumer lag 3, "
+    assert metrics.line() == ("stream: consumed 7, scored 5, dead-lettered 1, duplicates 1, late 2, consumer lag 3, "
                               "end-to-end latency p50 600 ms, p99 992 ms")
 
 
@@ -289,3 +291,98 @@ def test_poison_records_are_dead_letters_and_the_stream_goes_on(kafka_broker, tm
     produce(bootstrap, encode([{"id": "ok", "text": "$AAPL beats", "published_at": 1714550400000}]), topic="poison")
     assert main(["stream", *argv]) == 0
     assert query(db, "SELECT id FROM items") == [("ok",)]
+
+
+def _wait_for_commits(bootstrap: str, partitions: list[tuple[str, int]], at_least: int, timeout_s: float,
+                      proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+        if sum(v or 0 for v in committed_offsets(bootstrap, "tp-test", partitions).values()) >= at_least:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} offsets committed within {timeout_s}s: "
+                         + log_path.read_text(errors="replace")[-3000:])
+
+
+def _produce_to_partitions(bootstrap: str, topic: str, rows: list[dict], partitions: int) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for i, value in enumerate(encode(rows)):
+        producer.send(topic, value, partition=i % partitions)
+    producer.flush()
+    producer.close()
+
+
+def _stop(job: subprocess.Popen, log_path: Path) -> str:
+    if job.poll() is None:
+        job.send_signal(signal.SIGTERM)
+    try:
+        job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    output = log_path.read_text(errors="replace")
+    assert job.returncode == 0, output[-3000:]
+    return output
+
+
+def test_a_lagging_topic_restates_the_points_it_belongs_to(kafka_broker, tmp_path, points_equal_the_macro):
+    """Two topics, five partitions; the comments topic's backlog (earlier event times) arrives
+    after the news topic's later items were stored. After catch-up every stored point equals
+    ``sentiment_asof``/``sentiment_series`` over the stored items."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=3)
+    create_topics(bootstrap, ["comments"], partitions=2)
+    rows = [dict(row, published_at=T0 + i * 15_000) for i, row in enumerate(records(160))]  # ~5 per ticker per step
+    behind, ahead = rows[::2], rows[1::2]  # interleaved event times: every lagging item is older than stored ones
+    _produce_to_partitions(bootstrap, "news", ahead, 3)
+    db, log_path = tmp_path / "tp.duckdb", tmp_path / "stream.log"
+    job = _stream_process(bootstrap, db, log_path, "--topics", "comments", TICKERPULSE_MAX_POLL_RECORDS="20")
+    try:
+        _wait_for_commits(bootstrap, [("news", p) for p in range(3)], len(ahead), 300, job, log_path)
+        _produce_to_partitions(bootstrap, "comments", behind, 2)
+        _wait_for_commits(bootstrap, [("comments", p) for p in range(2)], len(behind), 300, job, log_path)
+    finally:
+        output = _stop(job, log_path)
+    assert query(db, "SELECT count(*) FROM items") == [(len(rows),)]
+    assert "late 0" in output
+    cfg = AggregationConfig(half_lives_s=(3600.0, 21600.0), cadence_s=300.0)
+    assert points_equal_the_macro(db, cfg) > 0
+
+
+def test_a_burst_then_silence_is_visible_to_readers_within_the_snapshot_interval(kafka_broker, tmp_path):
+    """A snapshot used to be published only on a later write: a burst inside the interval after
+    the previous snapshot, then quiet, stayed invisible to query and the dashboard."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    interval_s = 4.0
+    db, log_path = tmp_path / "tp.duckdb", tmp_path / "stream.log"
+    job = _stream_process(bootstrap, db, log_path, TICKERPULSE_SNAPSHOT_INTERVAL=f"{interval_s:g}s",
+                          TICKERPULSE_MAX_POLL_RECORDS="500")
+    try:
+        produce(bootstrap, encode(records(10)))
+        first_visible = _visible(db, 10, 120)
+        produce(bootstrap, encode(records(15, start=10)))  # inside the interval after that snapshot
+        visible_at = _visible(db, 25, 60)
+        with duckdb.connect(str(db) + ".snapshot.duckdb", read_only=True) as con:
+            durable_at = con.execute("SELECT epoch(max(ingested_at)) FROM items").fetchone()[0]
+    finally:
+        _stop(job, log_path)
+    assert visible_at - durable_at <= interval_s + 1.0 + 0.5, (first_visible, durable_at, visible_at)  # 0.5: the copy
+
+
+def _visible(db: Path, n_items: int, timeout_s: float) -> float:
+    """Poll ``open_for_read`` (what query and the dashboard use) until n items are visible."""
+    from connectors.duckdb.snapshot import open_for_read
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open_for_read(db) as reader:
+                if reader.con.execute("SELECT count(*) FROM items").fetchone()[0] >= n_items:
+                    return time.time()
+        except (FileNotFoundError, duckdb.Error):
+            pass  # not created or no snapshot yet
+        time.sleep(0.1)
+    raise AssertionError(f"{n_items} items not visible within {timeout_s}s")

@@ -32,9 +32,9 @@ def stream_through(state: StreamState, batch: list[Item]) -> dict:
     latest = {}
     for item in batch:
         state.novelty_n(item.text_key, item.ts.timestamp(), item.id)
-        for ticker in item.tickers:
-            for p in state.aggregate(ticker, item.id, item.ts.timestamp(), item.score, item.relevance):
-                latest[(p.ticker, p.ts_s, p.half_life_s)] = p
+        rows = [(ticker, item.id, item.ts.timestamp(), item.score, item.relevance) for ticker in item.tickers]
+        for p in state.fold(rows).points:
+            latest[(p.ticker, p.ts_s, p.half_life_s)] = p
     return latest
 
 
