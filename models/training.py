@@ -78,14 +78,25 @@ def evaluate(engine: SentimentEngine, data: LabelledData,
              on_progress: Callable[[int], object] | None = None) -> tuple[float, float, list[list[int]]]:
     """(macro-F1, accuracy, confusion matrix) of an engine on labelled data; ``on_progress(n)``
     is called after every chunk of n texts."""
+    return scores(data.labels, predict_labels(engine, data.texts, on_progress))
+
+
+def predict_labels(engine: SentimentEngine, texts: Sequence[str],
+                   on_progress: Callable[[int], object] | None = None) -> list[int]:
+    """The predicted class (index into LABELS) of each text, in chunks of EVAL_CHUNK."""
     predicted: list[int] = []
-    for start in range(0, len(data.texts), EVAL_CHUNK):
-        chunk = data.texts[start:start + EVAL_CHUNK]
+    for start in range(0, len(texts), EVAL_CHUNK):
+        chunk = list(texts[start:start + EVAL_CHUNK])
         predicted += [LABELS.index(p.label) for p in engine.predict(chunk)]
         if on_progress is not None:
             on_progress(len(chunk))
-    accuracy = sum(g == p for g, p in zip(data.labels, predicted)) / len(data)
-    return macro_f1(data.labels, predicted), accuracy, confusion_matrix(data.labels, predicted)
+    return predicted
+
+
+def scores(gold: Sequence[int], predicted: Sequence[int]) -> tuple[float, float, list[list[int]]]:
+    """(macro-F1, accuracy, confusion matrix) of predicted against gold class indices."""
+    accuracy = sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold)
+    return macro_f1(gold, predicted), accuracy, confusion_matrix(gold, predicted)
 
 
 def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg: TrainConfig,
