@@ -163,6 +163,8 @@ def train(argv: list[str]) -> int:
                                               "(e.g. the Surge tweets: Positive/Negative)")
     parser.add_argument("--extra-text-column", default="text")
     parser.add_argument("--extra-label-column", default="label")
+    parser.add_argument("--init-from", metavar="DIR", help="continue from a bundle or checkpoint written by "
+                                                       "train (default: the packaged backbone and a new head)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the head's initial weights and dropout")
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed,
                         help="seeds the batch order (default: --seed); vary it, not --seed, for runs to average")
@@ -195,13 +197,16 @@ def train(argv: list[str]) -> int:
                       warmup_ratio=args.warmup_ratio, embedding_min_count=args.embedding_min_count,
                       layer_lr_decay=args.layer_lr_decay, label_smoothing=args.label_smoothing,
                       average_last=args.average_last, seed=args.seed, data_seed=args.data_seed,
-                      device=device.type)
+                      device=device.type, init_from=args.init_from)
     if not 1 <= cfg.trainable_layers <= 6:
         raise UsageError("--trainable-layers must be between 1 and the backbone's 6 layers")
     log.info("training on %d rows %s, validating on %d rows", len(train_data), train_data.counts(), len(valid_data))
-    result = run_training(train_data, valid_data, Path(args.out), cfg,
-                          bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
-                          bundle_name=args.bundle_name, progress=True)
+    try:
+        result = run_training(train_data, valid_data, Path(args.out), cfg,
+                              bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
+                              bundle_name=args.bundle_name, progress=True)
+    except ModelLoadError as exc:  # --init-from that cannot be continued
+        raise UsageError(str(exc)) from exc
     best = f"epoch {result.best_epoch}" if result.best_epoch else f"mean of the last {args.average_last} epochs"
     print(f"best {best}: valid macro-F1 {result.best_macro_f1:.4f} -> {args.out}")
     return 0

@@ -21,6 +21,7 @@ from transformers import BertPreTrainedModel, PreTrainedTokenizerBase
 from models.classifier import (
     BUNDLE_CONFIG,
     LoadedClassifier,
+    ModelLoadError,
     export_bundle,
     load_classifier,
     new_backbone_classifier,
@@ -51,6 +52,8 @@ class TrainConfig:
     data_seed: int | None = None  # order of the training batches; None: ``seed``. Runs that share
     # ``seed`` but not ``data_seed`` start from the same weights: ingredients for ``average``
     device: str = "cpu"
+    init_from: str | None = None  # a bundle or checkpoint written by ``train`` to continue from;
+    # None: the packaged backbone and a new head
 
 
 @dataclass
@@ -106,8 +109,9 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
     HF checkpoint) and, when ``bundle_dir`` is given, exported as a delta bundle."""
     _seed(cfg.seed)
     device = torch.device(cfg.device)
-    model, tokenizer = new_backbone_classifier(cfg.pooling)
+    model, tokenizer = _starting_model(cfg)
     trained_keys = _freeze(model, cfg.trainable_layers, cfg.embedding_min_count > 0)
+    exported_keys = trained_keys if cfg.init_from is None else _continued_keys(model)
     model.to(device)
     encoded = _encode(tokenizer, train_data.texts, cfg.max_length)
     if cfg.embedding_min_count > 0:
@@ -125,7 +129,7 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
             result.best_epoch, result.best_macro_f1 = epoch, f1
             save_checkpoint(model, tokenizer, out_dir, cfg.max_length)
             if bundle_dir is not None:
-                export_bundle(model, bundle_dir, bundle_name, cfg.max_length, trained_keys,
+                export_bundle(model, bundle_dir, bundle_name, cfg.max_length, exported_keys,
                               extra={"valid_macro_f1": round(f1, 4), "best_epoch": epoch or "average",
                                      "training": asdict(cfg)})
 
@@ -189,6 +193,27 @@ def record_int8_check(bundle_dir: Path, valid_data: LabelledData, tolerance: flo
 def _seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _starting_model(cfg: TrainConfig) -> tuple[BertPreTrainedModel, PreTrainedTokenizerBase]:
+    """The packaged backbone with a new head, or the model ``cfg.init_from`` names (which must
+    have been written by ``train``: our labels in order, our normalisation, the same pooling)."""
+    if cfg.init_from is None:
+        return new_backbone_classifier(cfg.pooling)
+    loaded = load_classifier(cfg.init_from)
+    pooling = getattr(loaded.model.config, "tickerpulse_pooling", "cls")
+    if loaded.output_labels != tuple(range(len(LABELS))) or not loaded.normalize or pooling != cfg.pooling:
+        raise ModelLoadError(f"{cfg.init_from}: cannot continue from it: train continues only from its own "
+                             f"models (labels {list(LABELS)}, normalised text, pooling {cfg.pooling}; "
+                             f"this one: pooling {pooling})")
+    return loaded.model, loaded.tokenizer
+
+
+def _continued_keys(model: BertPreTrainedModel) -> list[str]:
+    """What a bundle of a continued model stores: every weight above the embeddings (the start
+    model may have changed frozen layers too) and the word-embedding rows that differ from the
+    backbone; the other embeddings of a model written by ``train`` are the packaged ones."""
+    return [n for n, _ in model.named_parameters() if not n.startswith("bert.embeddings.")] + [WORD_EMBEDDINGS]
 
 
 def _freeze(model: BertPreTrainedModel, trainable_layers: int, word_embeddings: bool = False) -> list[str]:
