@@ -162,6 +162,8 @@ def train(argv: list[str]) -> int:
                                               "(e.g. the Surge tweets: Positive/Negative)")
     parser.add_argument("--extra-text-column", default="text")
     parser.add_argument("--extra-label-column", default="label")
+    parser.add_argument("--init-from", metavar="DIR", help="continue from a bundle or checkpoint written by "
+                                                       "train (default: the packaged backbone and a new head)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the head's initial weights and dropout")
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed,
                         help="seeds the batch order (default: --seed); vary it, not --seed, for runs to average")
@@ -194,13 +196,16 @@ def train(argv: list[str]) -> int:
                       warmup_ratio=args.warmup_ratio, embedding_min_count=args.embedding_min_count,
                       layer_lr_decay=args.layer_lr_decay, label_smoothing=args.label_smoothing,
                       average_last=args.average_last, seed=args.seed, data_seed=args.data_seed,
-                      device=device.type)
+                      device=device.type, init_from=args.init_from)
     if not 1 <= cfg.trainable_layers <= 6:
         raise UsageError("--trainable-layers must be between 1 and the backbone's 6 layers")
     log.info("training on %d rows %s, validating on %d rows", len(train_data), train_data.counts(), len(valid_data))
-    result = run_training(train_data, valid_data, Path(args.out), cfg,
-                          bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
-                          bundle_name=args.bundle_name, progress=True)
+    try:
+        result = run_training(train_data, valid_data, Path(args.out), cfg,
+                              bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
+                              bundle_name=args.bundle_name, progress=True)
+    except ModelLoadError as exc:  # --init-from that cannot be continued
+        raise UsageError(str(exc)) from exc
     best = f"epoch {result.best_epoch}" if result.best_epoch else f"mean of the last {args.average_last} epochs"
     print(f"best {best}: valid macro-F1 {result.best_macro_f1:.4f} -> {args.out}")
     return 0
@@ -234,28 +239,45 @@ def average(argv: list[str]) -> int:
 
 
 def evaluate(argv: list[str]) -> int:
-    """Accuracy, macro-F1 and the confusion matrix of a model on a labelled CSV."""
+    """Accuracy, macro-F1 and the confusion matrix of a model on a labelled CSV, overall and,
+    with ``--by COLUMN``, per group of rows."""
     parser = command_parser("eval", "accuracy, macro-F1 and confusion matrix on a labelled CSV")
     parser.add_argument("--data", required=True, help="CSV with text,label columns")
     _data_flags(parser)
     _model_flags(parser)
+    parser.add_argument("--by", metavar="COLUMN",
+                        help="also report each value of this column as a group (e.g. agreement)")
+    parser.add_argument("--levels", metavar="V1,V2,...",
+                        help="with --by: the column's values, strictest first; groups become cumulative "
+                             "(>=V2 holds the rows of V1 and V2), e.g. all,75,66,50")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
+    if args.levels and not args.by:
+        raise UsageError("--levels needs --by COLUMN")
     data = _read_csv(args.data, args)
+    groups = _groups(args) if args.by else {}
 
     from models.data import LABELS
-    from models.training import evaluate as run_eval
+    from models.training import predict_labels, scores
     from pipeline.progress import ProgressMeter
 
     engine = _load_engine(args)
     started = time.monotonic()
     progress = ProgressMeter("eval", total=len(data))
-    f1, accuracy, confusion = run_eval(engine, data, on_progress=progress.add)
+    predicted = predict_labels(engine, data.texts, on_progress=progress.add)
     progress.done()
     seconds = time.monotonic() - started
+    f1, accuracy, confusion = scores(data.labels, predicted)
+    by_group = {}
+    for name, rows in groups.items():
+        g_f1, g_acc, g_conf = scores([data.labels[i] for i in rows], [predicted[i] for i in rows])
+        by_group[name] = {"rows": len(rows), "accuracy": g_acc, "macro_f1": g_f1, "confusion": g_conf}
     if args.json:
-        print(json.dumps({"model": engine.name, "rows": len(data), "accuracy": accuracy, "macro_f1": f1,
-                          "confusion": confusion, "labels": list(LABELS), "items_per_s": len(data) / seconds}))
+        result = {"model": engine.name, "rows": len(data), "accuracy": accuracy, "macro_f1": f1,
+                  "confusion": confusion, "labels": list(LABELS), "items_per_s": len(data) / seconds}
+        if args.by:
+            result["by"] = {"column": args.by, "cumulative": bool(args.levels), "groups": by_group}
+        print(json.dumps(result))
         return 0
     print(f"model     {engine.name}  ({engine.device.type}, {engine.precision})")
     print(f"data      {args.data}  ({len(data)} rows, {len(data) / seconds:.0f} items/s)")
@@ -265,7 +287,22 @@ def evaluate(argv: list[str]) -> int:
     print(" " * 10 + "".join(f"{name:>10}" for name in LABELS))
     for name, row in zip(LABELS, confusion):
         print(f"{name:>10}" + "".join(f"{count:>10}" for count in row))
+    if by_group:
+        print(f"by {args.by}" + (" (cumulative)" if args.levels else ""))
+        print(f"{'group':>10}{'rows':>8}{'accuracy':>10}{'macro-F1':>10}  confusion")
+        for name, g in by_group.items():
+            print(f"{name:>10}{g['rows']:>8}{g['accuracy']:>10.4f}{g['macro_f1']:>10.4f}  {g['confusion']}")
     return 0
+
+
+def _groups(args: argparse.Namespace) -> dict[str, list[int]]:
+    from models.data import nested_groups, read_column
+
+    levels = [v.strip() for v in args.levels.split(",") if v.strip()] if args.levels else None
+    try:
+        return nested_groups(read_column(args.data, args.by), levels)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _data_flags(parser: ArgumentParser) -> None:

@@ -86,6 +86,32 @@ def load_labelled_csv(
         return _labelled(reader, path, label_map, text_column, label_column)
 
 
+def read_column(path: str | Path, column: str) -> list[str]:
+    """One column of a CSV, row by row (the order ``load_labelled_csv`` reads the rows in)."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if column not in (reader.fieldnames or ()):
+            raise ValueError(f"{path}: missing column {column!r} (found {reader.fieldnames})")
+        return [(row[column] or "").strip() for row in reader]
+
+
+def nested_groups(values: Sequence[str], levels: Sequence[str] | None = None) -> dict[str, list[int]]:
+    """Row indices per group of ``values``: each distinct value in order of first appearance, or,
+    with ``levels`` (strictest first, e.g. agreement ``all,75,66,50``), cumulative groups
+    ``>=level`` holding the rows of that level and every stricter one."""
+    if levels is None:
+        groups: dict[str, list[int]] = {}
+        for i, value in enumerate(values):
+            groups.setdefault(value, []).append(i)
+        return groups
+    unknown = sorted(set(values) - set(levels))
+    if unknown:
+        raise ValueError(f"values not in the levels {list(levels)}: {unknown}")
+    rank = {level: k for k, level in enumerate(levels)}
+    return {f">={level}": [i for i, v in enumerate(values) if rank[v] <= rank[level]] for level in levels}
+
+
 def _labelled(rows: Iterable[dict], path: Path, label_map: dict[str, str] | None,
               text_column: str, label_column: str) -> LabelledData:
     texts, labels = [], []

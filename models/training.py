@@ -21,6 +21,7 @@ from transformers import BertPreTrainedModel, PreTrainedTokenizerBase
 from models.classifier import (
     BUNDLE_CONFIG,
     LoadedClassifier,
+    ModelLoadError,
     export_bundle,
     load_classifier,
     new_backbone_classifier,
@@ -51,6 +52,8 @@ class TrainConfig:
     data_seed: int | None = None  # order of the training batches; None: ``seed``. Runs that share
     # ``seed`` but not ``data_seed`` start from the same weights: ingredients for ``average``
     device: str = "cpu"
+    init_from: str | None = None  # a bundle or checkpoint written by ``train`` to continue from;
+    # None: the packaged backbone and a new head
 
 
 @dataclass
@@ -78,14 +81,25 @@ def evaluate(engine: SentimentEngine, data: LabelledData,
              on_progress: Callable[[int], object] | None = None) -> tuple[float, float, list[list[int]]]:
     """(macro-F1, accuracy, confusion matrix) of an engine on labelled data; ``on_progress(n)``
     is called after every chunk of n texts."""
+    return scores(data.labels, predict_labels(engine, data.texts, on_progress))
+
+
+def predict_labels(engine: SentimentEngine, texts: Sequence[str],
+                   on_progress: Callable[[int], object] | None = None) -> list[int]:
+    """The predicted class (index into LABELS) of each text, in chunks of EVAL_CHUNK."""
     predicted: list[int] = []
-    for start in range(0, len(data.texts), EVAL_CHUNK):
-        chunk = data.texts[start:start + EVAL_CHUNK]
+    for start in range(0, len(texts), EVAL_CHUNK):
+        chunk = list(texts[start:start + EVAL_CHUNK])
         predicted += [LABELS.index(p.label) for p in engine.predict(chunk)]
         if on_progress is not None:
             on_progress(len(chunk))
-    accuracy = sum(g == p for g, p in zip(data.labels, predicted)) / len(data)
-    return macro_f1(data.labels, predicted), accuracy, confusion_matrix(data.labels, predicted)
+    return predicted
+
+
+def scores(gold: Sequence[int], predicted: Sequence[int]) -> tuple[float, float, list[list[int]]]:
+    """(macro-F1, accuracy, confusion matrix) of predicted against gold class indices."""
+    accuracy = sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold)
+    return macro_f1(gold, predicted), accuracy, confusion_matrix(gold, predicted)
 
 
 def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg: TrainConfig,
@@ -95,8 +109,9 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
     HF checkpoint) and, when ``bundle_dir`` is given, exported as a delta bundle."""
     _seed(cfg.seed)
     device = torch.device(cfg.device)
-    model, tokenizer = new_backbone_classifier(cfg.pooling)
+    model, tokenizer = _starting_model(cfg)
     trained_keys = _freeze(model, cfg.trainable_layers, cfg.embedding_min_count > 0)
+    exported_keys = trained_keys if cfg.init_from is None else _continued_keys(model)
     model.to(device)
     encoded = _encode(tokenizer, train_data.texts, cfg.max_length)
     if cfg.embedding_min_count > 0:
@@ -114,7 +129,7 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
             result.best_epoch, result.best_macro_f1 = epoch, f1
             save_checkpoint(model, tokenizer, out_dir, cfg.max_length)
             if bundle_dir is not None:
-                export_bundle(model, bundle_dir, bundle_name, cfg.max_length, trained_keys,
+                export_bundle(model, bundle_dir, bundle_name, cfg.max_length, exported_keys,
                               extra={"valid_macro_f1": round(f1, 4), "best_epoch": epoch or "average",
                                      "training": asdict(cfg)})
 
@@ -178,6 +193,27 @@ def record_int8_check(bundle_dir: Path, valid_data: LabelledData, tolerance: flo
 def _seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _starting_model(cfg: TrainConfig) -> tuple[BertPreTrainedModel, PreTrainedTokenizerBase]:
+    """The packaged backbone with a new head, or the model ``cfg.init_from`` names (which must
+    have been written by ``train``: our labels in order, our normalisation, the same pooling)."""
+    if cfg.init_from is None:
+        return new_backbone_classifier(cfg.pooling)
+    loaded = load_classifier(cfg.init_from)
+    pooling = getattr(loaded.model.config, "tickerpulse_pooling", "cls")
+    if loaded.output_labels != tuple(range(len(LABELS))) or not loaded.normalize or pooling != cfg.pooling:
+        raise ModelLoadError(f"{cfg.init_from}: cannot continue from it: train continues only from its own "
+                             f"models (labels {list(LABELS)}, normalised text, pooling {cfg.pooling}; "
+                             f"this one: pooling {pooling})")
+    return loaded.model, loaded.tokenizer
+
+
+def _continued_keys(model: BertPreTrainedModel) -> list[str]:
+    """What a bundle of a continued model stores: every weight above the embeddings (the start
+    model may have changed frozen layers too) and the word-embedding rows that differ from the
+    backbone; the other embeddings of a model written by ``train`` are the packaged ones."""
+    return [n for n, _ in model.named_parameters() if not n.startswith("bert.embeddings.")] + [WORD_EMBEDDINGS]
 
 
 def _freeze(model: BertPreTrainedModel, trainable_layers: int, word_embeddings: bool = False) -> list[str]:

@@ -1,6 +1,7 @@
 """The score / eval / train commands through the real CLI dispatcher."""
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -160,6 +161,60 @@ def test_eval_prints_accuracy_macro_f1_and_confusion(tmp_path, tiny_model, capsy
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "macro-F1" in table and "confusion" in table and "accuracy" in table
+
+
+def _graded_csv(path: Path) -> Path:
+    """One repeated text (so one predicted class) with labels and an agreement-like grade column."""
+    rows = [("positive", "all"), ("negative", "all"), ("neutral", "all"), ("positive", "all"),
+            ("neutral", "75"), ("negative", "75"), ("positive", "50"), ("neutral", "50"), ("neutral", "50")]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label", "grade"])
+        writer.writerows(("the board met on tuesday", label, grade) for label, grade in rows)
+    return path
+
+
+def test_eval_by_column_reports_each_group_and_cumulative_levels(tmp_path, tiny_model, capsys):
+    data = _graded_csv(tmp_path / "graded.csv")
+    base = ["eval", "--data", str(data), "--model", str(tiny_model), "--json", "--by", "grade"]
+    assert main(base) == 0
+    result = json.loads(capsys.readouterr().out)
+    (predicted,) = {k for row in result["confusion"] for k, n in enumerate(row) if n}  # one text, one class
+    label = ["negative", "neutral", "positive"][predicted]
+    groups = result["by"]["groups"]
+    assert list(groups) == ["all", "75", "50"] and result["by"]["cumulative"] is False
+    gold = {"all": ["positive", "negative", "neutral", "positive"], "75": ["neutral", "negative"],
+            "50": ["positive", "neutral", "neutral"]}
+    for name, labels in gold.items():
+        assert groups[name]["rows"] == len(labels)
+        assert groups[name]["accuracy"] == pytest.approx(labels.count(label) / len(labels))
+        assert sum(map(sum, groups[name]["confusion"])) == len(labels)
+    summed = [[sum(g["confusion"][r][c] for g in groups.values()) for c in range(3)] for r in range(3)]
+    assert summed == result["confusion"]
+
+    assert main(base + ["--levels", "all,75,50"]) == 0
+    nested = json.loads(capsys.readouterr().out)["by"]["groups"]
+    assert list(nested) == [">=all", ">=75", ">=50"]
+    assert [g["rows"] for g in nested.values()] == [4, 6, 9]
+    assert nested[">=75"]["accuracy"] == pytest.approx((gold["all"] + gold["75"]).count(label) / 6)
+    assert nested[">=50"]["confusion"] == result["confusion"]
+    assert nested[">=50"]["macro_f1"] == pytest.approx(result["macro_f1"])
+
+    assert main([a for a in base if a != "--json"] + ["--levels", "all,75,50"]) == 0  # the table
+    table = capsys.readouterr().out
+    assert "by grade (cumulative)" in table and ">=75" in table
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--by", "grade", "--levels", "all,75"], "values not in the levels ['all', '75']: ['50']"),
+    (["--by", "nope"], "missing column 'nope'"),
+    (["--levels", "all,75,50"], "--levels needs --by COLUMN"),
+])
+def test_eval_by_bad_column_or_levels_exits_2_with_one_line(tmp_path, tiny_model, capsys, extra, message):
+    data = _graded_csv(tmp_path / "graded.csv")
+    assert main(["eval", "--data", str(data), "--model", str(tiny_model)] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv, message", [

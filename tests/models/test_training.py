@@ -102,6 +102,31 @@ def test_tuned_embedding_rows_smoothing_layer_decay_and_averaging(tmp_path, smal
         assert rebuilt.probs == pytest.approx(full.probs, abs=0.01)
 
 
+def test_continuing_from_a_bundle_starts_from_its_weights_and_ships_all_of_them(tmp_path, small_data):
+    """--init-from: with a zero learning rate the continued model predicts what its start did,
+    although the continuation trains other layers and no embedding rows (the start's changed rows
+    and layer 5 still ship); a start with another pooling is refused."""
+    train_rows, valid_rows = _rows(small_data[0], 48), _rows(small_data[1], 16)
+    first = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=32, seed=3, learning_rate=3e-4,
+                        embedding_min_count=2)
+    train(train_rows, valid_rows, tmp_path / "a", first, bundle_dir=tmp_path / "a_bundle", progress=False)
+    again = TrainConfig(epochs=1, batch_size=16, trainable_layers=2, max_length=32, seed=4, learning_rate=0.0,
+                        init_from=str(tmp_path / "a_bundle"))
+    train(train_rows, valid_rows, tmp_path / "b", again, bundle_dir=tmp_path / "b_bundle", progress=False)
+    start = SentimentEngine(load_classifier(tmp_path / "a_bundle"), _cpu(), "fp32")
+    continued = SentimentEngine(load_classifier(tmp_path / "b_bundle"), _cpu(), "fp32")
+    for a, b in zip(start.predict(valid_rows.texts), continued.predict(valid_rows.texts)):
+        assert b.probs == pytest.approx(a.probs, abs=2e-3)
+    delta = load_file(str(tmp_path / "b_bundle" / "delta.safetensors"))
+    assert "bert.encoder.layer.5.output.dense.weight" in delta and "bert.encoder.layer.0.output.dense.weight" in delta
+    assert len(delta["bert.embeddings.word_embeddings.weight#rows"]) > 0
+    from models.classifier import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="cannot continue from it"):
+        train(train_rows, valid_rows, tmp_path / "c", TrainConfig(epochs=1, trainable_layers=1, pooling="mean",
+                                                                  init_from=str(tmp_path / "a_bundle")), progress=False)
+
+
 def test_epoch_average_keeps_untouched_weights_bit_exact():
     from models.training import _WeightAverager
 
