@@ -147,12 +147,8 @@ class OffsetCommitter:
         return offsets
 
     def close(self) -> None:
-        if self._consumer is not None:
-            try:
-                self._consumer.close(autocommit=False)
-            except KafkaError:
-                pass
-            self._consumer = None
+        _close_quietly(self._consumer)
+        self._consumer = None
 
 
 class BrokerLag:
@@ -217,12 +213,17 @@ class BrokerLag:
             self._thread.join(timeout=self.interval_s + self.timeout_ms / 1000 + 1)
 
     def close(self) -> None:
-        if self._consumer is not None:
-            try:
-                self._consumer.close(autocommit=False)
-            except KafkaError:
-                pass
-            self._consumer = None
+        _close_quietly(self._consumer)
+        self._consumer = None
+
+
+def _close_quietly(consumer: KafkaConsumer | None) -> None:
+    """Close a consumer whose broker may be gone; nothing is committed on the way out."""
+    if consumer is not None:
+        try:
+            consumer.close(autocommit=False)
+        except KafkaError:
+            pass
 
 
 def committed_offsets(bootstrap_servers: str, group_id: str,
