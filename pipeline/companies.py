@@ -58,7 +58,6 @@ _SECONDARY_SUFFIXES = (".F",)
 @dataclass
 class Company:
     symbol: str                      # the canonical symbol every mention resolves to
-    name: str
     listings: set[str] = field(default_factory=set)  # Yahoo and Google symbols, "BA.L", "LON:BA"
     names: set[str] = field(default_factory=set)      # as the table or company_names.csv write them
     shortened: set[str] = field(default_factory=set)  # suffixes stripped: "Nokia" for "Nokia Oyj"
@@ -70,20 +69,28 @@ def fold_accents(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def short_name(name: str, dictionary: Dictionary) -> str | None:
-    """"Evonik Industries" -> "Evonik": the name without the words that describe the business, if
-    that is still no ordinary word ("Mercury General" does not become "Mercury")."""
-    stripped = name_variants(name)[-1]
+def short_name(stripped: str, dictionary: Dictionary) -> str | None:
+    """"Evonik Industries" -> "Evonik": a name whose legal form is stripped, without the words that
+    describe the business, if that is still no ordinary word ("Mercury General" stays)."""
     short = _DESCRIPTOR_TAIL.sub("", stripped)
     return short if short != stripped and len(short) >= 4 and not dictionary.ordinary(short) else None
 
 
 def name_variants(name: str) -> list[str]:
-    """The names a company goes by, derived from its registered one, longest first.
+    """The names a company goes by, derived from its registered one, longest first, then the
+    same without accents: "L'Oréal" -> "L'Oréal", "L'Oreal"."""
+    return with_folded_accents(legal_forms_stripped(name))
 
-    "Lloyds Banking Group" -> "Lloyds Banking Group", "Lloyds Banking"; "The Southern Company"
-    -> "Southern"; "Hornbach (retailer)" -> "Hornbach"; "L'Oréal" -> "L'Oréal", "L'Oreal".
-    """
+
+def with_folded_accents(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    return list(dict.fromkeys(v for v in names + [fold_accents(n) for n in names] if v))
+
+
+def legal_forms_stripped(name: str) -> list[str]:
+    """The registered name, then shorter with each legal form stripped: "Lloyds Banking Group" ->
+    "Lloyds Banking Group", "Lloyds Banking"; "The Southern Company" -> ..., "Southern";
+    "Hornbach (retailer)" -> "Hornbach"."""
     base = _PARENTHESIS.sub("", name).strip()
     variants = [base]
     stripped = _THE.sub("", base)
@@ -95,8 +102,7 @@ def name_variants(name: str) -> list[str]:
         variants.append(stripped)
     if stripped not in variants:
         variants.append(stripped)
-    variants += [fold_accents(v) for v in variants]
-    return list(dict.fromkeys(v for v in variants if v))
+    return variants
 
 
 class CompanyTable:
@@ -158,17 +164,18 @@ def _pytickersymbols_companies(dictionary: Dictionary) -> Iterator[Company]:
              and not s["yahoo"].endswith(_SECONDARY_SUFFIXES)), None)
         if not symbol or not stock.get("name"):
             continue
-        variants = name_variants(stock["name"])
-        short = short_name(stock["name"], dictionary)
+        forms = legal_forms_stripped(stock["name"])
+        registered, base = forms[0], forms[-1]
         # Stripping never leaves a bare dictionary word: "News" (News Corp), "Partners" (Partners
         # Group) and "Cooper" (The Cooper Companies) are words first. Where people do use one for
         # the company ("Apple", "Target"), company_names.csv names it.
-        shortened = {v for v in variants[1:] if not dictionary.is_single_word(v)}
-        base = variants[-1]  # only an ordinary base needs its legal form to be the company
-        suffixed = {f"{base} {suffix}" for suffix in WRITTEN_SUFFIXES} if dictionary.ordinary(base) else set()
-        yield Company(symbol=symbol.upper(), name=stock["name"], listings={s.upper() for s in listings},
-                      names=set(variants[:1]) | {fold_accents(variants[0])} | suffixed,
-                      shortened=shortened | ({short, fold_accents(short)} if short else set()))
+        shortened = [v for v in forms[1:] if not dictionary.is_single_word(v)]
+        short = short_name(base, dictionary)
+        # Only an ordinary base needs its legal form to be the company ("Ball Corp").
+        suffixed = [f"{base} {suffix}" for suffix in WRITTEN_SUFFIXES] if dictionary.ordinary(base) else []
+        yield Company(symbol=symbol.upper(), listings={s.upper() for s in listings},
+                      names=set(with_folded_accents([registered, *suffixed])),
+                      shortened=set(with_folded_accents(shortened + ([short] if short else []))))
 
 
 def _extra_names(path: Path, table: CompanyTable) -> Iterator[tuple[str, str]]:
@@ -219,5 +226,5 @@ def default_companies(dictionary: Dictionary) -> CompanyTable:
     """The shipped table (the pipeline builds it once per worker process)."""
     table = CompanyTable(_pytickersymbols_companies(dictionary))
     for name, symbol in _extra_names(EXTRA_NAMES_CSV, table):
-        table.companies[symbol].names.update({name, fold_accents(name)})
+        table.companies[symbol].names.update(with_folded_accents([name]))
     return table
