@@ -28,7 +28,7 @@ from models.engine import SentimentEngine  # noqa: E402
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0,
                     "H100": 756.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
-DATA = Path("/work/shared/data/twitter_financial_news_sentiment/sent_valid.csv")
+DATA = Path(__file__).resolve().parents[1] / "../shared/data/twitter_financial_news_sentiment/sent_valid.csv"
 SEQ = 64
 
 

@@ -14,7 +14,7 @@ from models.data import LabelledData, load_labelled_csv
 from models.engine import SentimentEngine
 from models.training import TrainConfig, train
 
-TRAIN_CSV = Path("/work/shared/data/twitter_financial_news_sentiment/sent_train.csv")
+TRAIN_CSV = Path(__file__).resolve().parents[2] / "../shared/data/twitter_financial_news_sentiment/sent_train.csv"
 THREE = {0: "negative", 1: "neutral", 2: "positive"}
 
 

@@ -23,7 +23,7 @@ from models.data import (
 from models.engine import SentimentEngine
 from models.training import TrainConfig, train
 
-TRAIN_CSV = Path("/work/shared/data/twitter_financial_news_sentiment/sent_train.csv")
+TRAIN_CSV = Path(__file__).resolve().parents[2] / "../shared/data/twitter_financial_news_sentiment/sent_train.csv"
 TWITTER_LABELS = {"0": "negative", "1": "positive", "2": "neutral"}
 
 
