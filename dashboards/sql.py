@@ -224,6 +224,11 @@ class SentimentGrid:
     n_negative: np.ndarray
     mean_score: np.ndarray          # plain mean of the bucket's items; NaN when empty
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.sentiment, self.horizon_items, self.n_items, self.n_positive,
+                                      self.n_neutral, self.n_negative, self.mean_score))
+
     def table(self, decimals: int = 6) -> pa.Table:
         """One row per (ticker, as-of), ticker by ticker, values to ``decimals``: what the CSV export writes."""
         n_tickers, n_points = self.sentiment.shape
