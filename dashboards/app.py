@@ -7,8 +7,8 @@ ones fall back to the defaults. One callback re-reads the database on each tick,
 ``FileCache.read`` (dashboards/reading.py): results of an unchanged file come from the app's
 cache, others from one short-lived read-only attachment (``open_for_read``: the live file, or
 the writer's newest snapshot while a stream runs), so every panel of a refresh shows the same
-data. All SQL is parameterised; item text and dead-letter bytes are rendered as text (React escapes them) and
-links only for http(s) URLs.
+data. All SQL is parameterised; item text and dead-letter bytes are rendered as text (React
+escapes them) and links only for http(s) URLs.
 """
 from __future__ import annotations
 

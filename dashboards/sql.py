@@ -410,13 +410,15 @@ def why_items(con: duckdb.DuckDBPyConnection, rows: WindowRows, ticker: str, hal
     weight = np.exp(logit - logit.max())
     weight /= weight.sum()
     # every item tied with the top_n-th largest logit is a candidate: the item id breaks ties
-    candidates = np.nonzero(logit >= np.partition(logit, -top_n)[-top_n])[0] if len(logit) > top_n else np.arange(len(logit))
-    item_rows = rows.item_row[mine][candidates]
-    result = con.sql(_WHY_DETAILS, params={"rows": item_rows.tolist()}).fetchall()
+    candidates = (np.nonzero(logit >= np.partition(logit, -top_n)[-top_n])[0] if len(logit) > top_n
+                  else np.arange(len(logit)))
+    item_rows = rows.item_row[mine][candidates].tolist()
     columns = ["item_row", "item_id", "ts", "source", "label", "score", "confidence", "text", "url"]
-    details = {row[0]: dict(zip(columns, row)) for row in result}
-    ranked = sorted(((-logit[c], details[r]["item_id"], c, r) for c, r in zip(candidates, item_rows.tolist())))[:top_n]
-    links = dict(con.sql(_WHY_LINKS, params={"ticker": ticker, "ids": [item_id for _, item_id, _, _ in ranked]}).fetchall())
+    details = {row[0]: dict(zip(columns, row))
+               for row in con.sql(_WHY_DETAILS, params={"rows": item_rows}).fetchall()}
+    ranked = sorted((-logit[c], details[r]["item_id"], c, r) for c, r in zip(candidates, item_rows))[:top_n]
+    links = dict(con.sql(_WHY_LINKS, params={"ticker": ticker,
+                                             "ids": [item_id for _, item_id, _, _ in ranked]}).fetchall())
     found = []
     for rank, (_, item_id, c, r) in enumerate(ranked, start=1):
         row = details[r]
