@@ -4,13 +4,15 @@ The URL is the view's state (``?ticker=AAPL&ticker=MSFT&window=6h&half_life=2h&s
 the controls write it and every view is drawn from it, so a link reopens the same view. Any
 value, from the URL or a crafted callback request, is read through ``parse_state``: unknown
 ones fall back to the defaults. One callback re-reads the database on each tick, through one
-short-lived read-only connection (``open_for_read``: the live file, or the writer's newest
-snapshot while a stream runs), so every panel of a refresh shows the same data. All SQL is
-parameterised; item text and dead-letter bytes are rendered as text (React escapes them) and
-links only for http(s) URLs.
+``FileCache.read`` (dashboards/reading.py): results of an unchanged file come from the app's
+cache, others from one short-lived read-only attachment (``open_for_read``: the live file, or
+the writer's newest snapshot while a stream runs), so every panel of a refresh shows the same
+data. All SQL is parameterised; item text and dead-letter bytes are rendered as text (React
+escapes them) and links only for http(s) URLs.
 """
 from __future__ import annotations
 
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -25,10 +27,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from dash import Input, Output, State, ctx, dcc, html
 
-from connectors.duckdb.snapshot import ReadConnection, open_for_read
+from connectors.duckdb.snapshot import ReadConnection
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
-from dashboards.sql import (SHOCK_K, SHOCK_MIN_BASELINE_ITEMS, SHOCK_MIN_ITEMS, SentimentGrid, grid_shocks,
-                            install_trend_sql, sentiment_grid)
+from dashboards.reading import FileCache, Read, Unreadable
+from dashboards.sql import (SHOCK_K, SHOCK_MIN_BASELINE_ITEMS, SHOCK_MIN_ITEMS, SentimentGrid, WindowRows,
+                            grid_from_rows, grid_shocks, grid_window, sentiment_grid, why_items, window_rows)
 
 # key (in the URL) -> (label, seconds); labels differ between the groups, so "6 h" means one thing
 HALF_LIVES = {"15m": ("15 min", 900), "1h": ("1 h", 3600), "2h": ("2 h", 7200), "6h": ("6 h", 21600),
@@ -370,16 +373,18 @@ PANELS = (Output("ticker", "options"), Output("source", "options"), Output("stat
           Output("movers-title", "children"), Output("movers", "children"), Output("shocks", "children"))
 
 
-def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
-    """A Dash app over ``db_path``; ``app.run(host, port)`` serves it."""
+def create_app(db_path: str, refresh_s: float = 5.0, cache: FileCache | None = None) -> dash.Dash:
+    """A Dash app over ``db_path``; ``app.run(host, port)`` serves it. Its reads go through
+    ``cache`` (a new ``FileCache(db_path)`` by default)."""
     app = dash.Dash(__name__, title="TickerPulse", update_title=None, serve_locally=True,
                     assets_folder=str(Path(__file__).with_name("static")))
+    cache = cache if cache is not None else FileCache(db_path)
 
     def page() -> html.Div:
         try:
-            with open_for_read(db_path) as reader:
-                options = ticker_options(reader)
-        except Exception:  # noqa: BLE001 - the first refresh says why the file cannot be read
+            with cache.read() as read:
+                options = read.cached("options", (), ticker_options)
+        except Unreadable:  # the first refresh says why the file cannot be read
             options = []
         return layout(refresh_s, options)
 
@@ -411,24 +416,20 @@ def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
     @app.callback(*PANELS, Input("refresh", "n_intervals"), Input("url", "search"))
     def refresh(_tick, search):
         try:
-            reader = open_for_read(db_path)
-        except Exception as exc:  # noqa: BLE001 - shown to the user; the next tick retries
+            with cache.read() as read:
+                return panels(read, db_path, state_from_search(search))
+        except Unreadable as exc:  # shown to the user; the next tick retries
             return (dash.no_update,) * 2 + (f"cannot read {db_path}: {exc}",) + (dash.no_update,) * (len(PANELS) - 3)
-        with reader:
-            install_trend_sql(reader.con)
-            return panels(reader, db_path, state_from_search(search))
 
     @app.callback(Output("download", "data"), Input("export", "n_clicks"), State("url", "search"),
                   prevent_initial_call=True)
     def export(_clicks, search):
         state = state_from_search(search)
         try:
-            reader = open_for_read(db_path)
-        except Exception:  # noqa: BLE001 - the header already says why the file cannot be read
+            with cache.read() as read:
+                content = export_csv(read, state)
+        except Unreadable:  # the header already says why the file cannot be read
             return dash.no_update
-        with reader:
-            install_trend_sql(reader.con)
-            content = export_csv(reader, state)
         return {"content": content, "filename": f"tickerpulse-{state.window}-{state.half_life}.csv",
                 "type": "text/csv"}
 
@@ -438,13 +439,13 @@ def create_app(db_path: str, refresh_s: float = 5.0) -> dash.Dash:
         if not isinstance(clicks, int) or clicks % 2 == 0:
             return dash.no_update, True
         try:
-            reader = open_for_read(db_path)
-        except Exception as exc:  # noqa: BLE001 - shown to the user; the next tick retries
+            with cache.read() as read:
+                rows = read.cached("dead_letters", (DEAD_LETTERS_SHOWN,), lambda reader: _rows(
+                    reader, "SELECT seen_at, stage, reason, source_location, raw FROM dead_letters "
+                            "ORDER BY seen_at DESC, id LIMIT ?", [DEAD_LETTERS_SHOWN]))
+                total = read.cached("dead_letter_count", (), _dead_letter_count)
+        except Unreadable as exc:  # shown to the user; the next tick retries
             return html.P(f"cannot read {db_path}: {exc}", className="empty"), False
-        with reader:
-            rows = _rows(reader, "SELECT seen_at, stage, reason, source_location, raw FROM dead_letters "
-                                 "ORDER BY seen_at DESC, id LIMIT ?", [DEAD_LETTERS_SHOWN])
-            total = reader.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return dead_letters_view(rows, total), False
 
     guard_callback_requests(app)
@@ -504,7 +505,7 @@ def view_frame(reader: ReadConnection, as_of: datetime, window: str) -> Frame:
     window_s = WINDOWS[window][1]
     if window_s is None:
         oldest = reader.con.execute("SELECT min(ts) FROM items WHERE ts > ?",
-                                    [as_of - timedelta(seconds=FIT_MAX_S)]).fetchone()[0]
+                                    [as_of - timedelta(seconds=FIT_MAX_S)]).fetchall()[0][0]
         span = min(FIT_MAX_S, max(FIT_MIN_S, (as_of - oldest).total_seconds()))
         step = bucket_seconds(span)
         return Frame(as_of, min(int(span // step) + 1, int(FIT_MAX_S // step)), step)
@@ -512,18 +513,42 @@ def view_frame(reader: ReadConnection, as_of: datetime, window: str) -> Frame:
     return Frame(as_of, int(window_s // step), step)
 
 
-def _grid(reader: ReadConnection, state: ViewState, frame: Frame, tickers: list[str] | None = None) -> SentimentGrid:
-    return sentiment_grid(reader.con, frame.as_of, frame.n_points, frame.step_s, HALF_LIVES[state.half_life][1],
-                          tickers=tickers, sources=None if state.source == ALL_SOURCES else [state.source])
+def _dead_letter_count(reader: ReadConnection) -> int:
+    return reader.con.execute("SELECT count(*) FROM dead_letters").fetchall()[0][0]
 
 
-def export_csv(reader: ReadConnection, state: ViewState) -> str:
+def _item_summary(reader: ReadConnection) -> tuple:
+    """(newest ts, number of items, sources in order)."""
+    return reader.con.execute("SELECT max(ts), count(*), list(DISTINCT source ORDER BY source) FROM items").fetchall()[0]
+
+
+def _sources(state: ViewState) -> tuple[str, ...] | None:
+    return None if state.source == ALL_SOURCES else (state.source,)
+
+
+def _frame(read: Read, as_of: datetime, window: str) -> Frame:
+    return read.cached("frame", (as_of, window), lambda reader: view_frame(reader, as_of, window))
+
+
+def _window_rows(read: Read, frame: Frame, sources: tuple[str, ...] | None) -> WindowRows:
+    window = grid_window(frame.as_of, frame.n_points, frame.step_s)
+    return read.cached("rows", (window, sources), lambda reader: window_rows(reader.con, *window, sources))
+
+
+def _grid(read: Read, state: ViewState, frame: Frame, tickers: tuple[str, ...] | None = None) -> SentimentGrid:
+    half_life_s, sources = HALF_LIVES[state.half_life][1], _sources(state)
+    return read.cached("grid", (frame, half_life_s, sources, tickers), lambda _: grid_from_rows(
+        _window_rows(read, frame, sources), frame.n_points, frame.step_s, half_life_s,
+        list(tickers) if tickers is not None else None))
+
+
+def export_csv(read: Read, state: ViewState) -> str:
     """What the chart shows, as CSV: every ticker's grid (heat map) or the picked tickers'."""
-    as_of = reader.con.execute("SELECT max(ts) FROM items").fetchone()[0]
+    as_of = read.cached("items", (), _item_summary)[0]
     if as_of is None:
-        grid = sentiment_grid(reader.con, datetime.now(timezone.utc), 1, 60, 3600, tickers=[])
+        grid = sentiment_grid(read.reader().con, datetime.now(timezone.utc), 1, 60, 3600, tickers=[])
     else:
-        grid = _grid(reader, state, view_frame(reader, as_of, state.window), list(state.tickers) or None)
+        grid = _grid(read, state, _frame(read, as_of, state.window), state.tickers or None)
     shown = np.repeat(grid.horizon_items.sum(axis=1) > 0, len(grid.as_of))  # a picked ticker without items: not drawn
     table = grid.table().filter(pa.array(shown, pa.bool_()))
     n_rows = table.num_rows
@@ -544,16 +569,16 @@ def _movers(grid: SentimentGrid) -> tuple[list[dict], int]:
     return sorted(rows, key=lambda r: (-abs(r["change"]), r["ticker"]))[:8], back * grid.step_s
 
 
-def panels(reader: ReadConnection, db_path: str, state: ViewState) -> tuple:
-    """Every panel of one refresh, from one connection."""
+def panels(read: Read, db_path: str, state: ViewState) -> tuple:
+    """Every panel of one refresh, from one identity of the file."""
     half_life_label, half_life_s = HALF_LIVES[state.half_life]
-    sources = None if state.source == ALL_SOURCES else [state.source]
-    options = ticker_options(reader)
-    as_of, n_items, known_sources = reader.con.execute(
-        "SELECT max(ts), count(*), list(DISTINCT source ORDER BY source) FROM items").fetchone()
-    n_dead = reader.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+    options = read.cached("options", (), ticker_options)
+    as_of, n_items, known_sources = read.cached("items", (), _item_summary)
+    n_dead = read.cached("dead_letter_count", (), _dead_letter_count)
     source_options = [ALL_SOURCES] + list(known_sources or [])
-    origin = f"snapshot, data {reader.age_s:.0f} s old" if reader.is_snapshot else "live file"
+    is_snapshot, published_at = read.origin()
+    origin = (f"snapshot, data {max(0.0, time.time() - published_at):.0f} s old"  # as ReadConnection.age_s
+              if is_snapshot else "live file")
     status = [html.Span(f"{n_items:,} items · {len(options)} tickers · as of {_fmt_time(as_of)}"),
               html.Span(origin, className="source")]
     dead = (f"{n_dead:,} dead letter{'s' if n_dead != 1 else ''}", "badge alert" if n_dead else "badge")
@@ -563,8 +588,8 @@ def panels(reader: ReadConnection, db_path: str, state: ViewState) -> tuple:
         empty = html.P("No items yet.", className="empty")
         return (options, source_options, status, *dead, "No data yet", empty_view(db_path, n_items, n_dead, state),
                 EMPTY_FIGURE, hidden, "main overview", True, "Why", empty, "Movers", empty, empty)
-    frame = view_frame(reader, as_of, state.window)
-    grid = _grid(reader, state, frame)
+    frame = _frame(read, as_of, state.window)
+    grid = _grid(read, state, frame)
     movers, movers_s = _movers(grid)
     shocks = grid_shocks(grid)[:8]
     movers_title = f"Movers over the last {_duration(movers_s)}"
@@ -592,7 +617,9 @@ def panels(reader: ReadConnection, db_path: str, state: ViewState) -> tuple:
                 "main", False, "Why", no_why, *tables)
     ticker, rows = picked[0], [grid.tickers.index(t) for t in picked]
     current = _finite(grid.sentiment[rows[0], -1])
-    why = _rows(reader, "SELECT * FROM why(?, ?, ?, 10, sources := ?)", [ticker, as_of, half_life_s, sources])
+    linked = _window_rows(read, frame, _sources(state))  # they cover the horizon of the last point
+    why = read.cached("why", (ticker, linked.after, linked.until, linked.sources, half_life_s),
+                      lambda reader: why_items(reader.con, linked, ticker, half_life_s, 10))
     why_title = [f"Why {ticker} is at ", html.Span(_signed(current), className="chip", id="current-value",
                                                     style={"background": score_colour(current or 0.0)}),
                  html.Small(f" top items by attention weight, as of {_fmt_time(as_of)}")]

@@ -1,5 +1,6 @@
 """Trend SQL over the schema (docs/sql.md): volume, breakdown by source, trend, movers, shocks,
-and the dashboard's all-ticker sentiment grid (``sentiment_grid``, docs/dashboard.md).
+and the dashboard's all-ticker sentiment grid and why panel (``sentiment_grid``, ``why_items``,
+docs/dashboard.md), computed in numpy from one join over the view's window (``window_rows``).
 
 All macros are TEMP: they live in the connection, not the file, so they install on a read-only
 connection to a live database or a snapshot, and they follow the code rather than whichever
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.lib.stride_tricks import sliding_window_view
 
 from connectors.duckdb.sentiment_macro import DEFAULT_HORIZON_S, install_sentiment_macro
@@ -182,26 +184,6 @@ FROM top JOIN items AS i ON i.id = top.top.item_id
 LEFT JOIN item_tickers AS t ON t.item_id = i.id AND t.ticker = for_ticker
 ORDER BY top.rank;
 
--- Bucket sums behind sentiment_grid (Python, below): per ticker and bucket index j <= 0, the
--- items in (until + (j - 1) * step, until + j * step] with e = exp(r + ln 2 (ts - ref) / h).
--- The reference time ref cancels in every ratio; the caller puts it mid-range so e stays finite.
-CREATE OR REPLACE TEMP MACRO grid_cells(tickers, sources, after, until, step_s, half_life_s, ref) AS TABLE
-SELECT t.ticker,
-       -((epoch_us(until::TIMESTAMPTZ) - epoch_us(i.ts)) // CAST(round(step_s * 1e6) AS BIGINT)) AS j,
-       count(*) AS n,
-       sum(exp(i.relevance + ln(2) * ((epoch_us(i.ts) - epoch_us(ref::TIMESTAMPTZ)) / 1e6) / half_life_s)) AS den,
-       sum(i.score * exp(i.relevance + ln(2) * ((epoch_us(i.ts) - epoch_us(ref::TIMESTAMPTZ)) / 1e6)
-                                        / half_life_s)) AS num,
-       sum(i.score) AS total,
-       count(*) FILTER (WHERE i.label = 'positive') AS n_positive,
-       count(*) FILTER (WHERE i.label = 'neutral') AS n_neutral,
-       count(*) FILTER (WHERE i.label = 'negative') AS n_negative
-FROM items AS i JOIN item_tickers AS t ON t.item_id = i.id
-WHERE i.ts > after::TIMESTAMPTZ AND i.ts <= until::TIMESTAMPTZ
-  AND (tickers IS NULL OR list_contains(tickers, t.ticker))
-  AND (sources IS NULL OR list_contains(sources, i.source))
-GROUP BY ALL;
-
 -- Dead letters by stage and reason: what was refused, how often, when last.
 CREATE OR REPLACE TEMP MACRO dead_letter_summary() AS TABLE
 SELECT stage, reason, count(*) AS n, max(seen_at) AS last_seen
@@ -242,6 +224,11 @@ class SentimentGrid:
     n_negative: np.ndarray
     mean_score: np.ndarray          # plain mean of the bucket's items; NaN when empty
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.sentiment, self.horizon_items, self.n_items, self.n_positive,
+                                      self.n_neutral, self.n_negative, self.mean_score))
+
     def table(self, decimals: int = 6) -> pa.Table:
         """One row per (ticker, as-of), ticker by ticker, values to ``decimals``: what the CSV export writes."""
         n_tickers, n_points = self.sentiment.shape
@@ -263,49 +250,183 @@ class SentimentGrid:
             "n_negative": flat(self.n_negative), "mean_score": flat(self.mean_score)})
 
 
+LABEL_CODES = ("negative", "neutral", "positive")  # WindowRows.label: the index; 3 for any other label
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Each link of an item with event time in (after, until] to a ticker: the columns the grid and the
+# why panel need, the label as a small code and the item's rowid instead of its text (why_items).
+_WINDOW_ROWS = """
+SELECT t.ticker, epoch_us(i.ts) AS ts_us, i.score, i.relevance,
+       CAST(CASE i.label WHEN 'negative' THEN 0 WHEN 'neutral' THEN 1 WHEN 'positive' THEN 2 ELSE 3 END
+            AS TINYINT) AS label,
+       i.rowid AS item_row
+FROM items AS i JOIN item_tickers AS t ON t.item_id = i.id
+WHERE i.ts > $after::TIMESTAMPTZ AND i.ts <= $until::TIMESTAMPTZ
+  AND ($sources::VARCHAR[] IS NULL OR list_contains($sources::VARCHAR[], i.source))
+"""
+
+
+def epoch_us(ts: datetime) -> int:
+    """Microseconds since the epoch, exactly (DuckDB's ``epoch_us``)."""
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class WindowRows:
+    """The (item, ticker) links of the items in (after, until] of some sources, as numpy columns."""
+
+    after: datetime
+    until: datetime
+    sources: tuple[str, ...] | None
+    tickers: list[str]              # sorted; ``ticker`` indexes it
+    ticker: np.ndarray              # int64
+    ts_us: np.ndarray               # int64 epoch microseconds
+    score: np.ndarray
+    relevance: np.ndarray
+    label: np.ndarray               # index into LABEL_CODES, 3 for any other label
+    item_row: np.ndarray            # items.rowid (valid for the file these rows were read from)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.ticker, self.ts_us, self.score, self.relevance, self.label, self.item_row))
+
+
+def window_rows(con: duckdb.DuckDBPyConnection, after: datetime, until: datetime,
+                sources: list[str] | tuple[str, ...] | None = None) -> WindowRows:
+    """One join of ``items`` with ``item_tickers`` over (after, until], fetched as Arrow columns.
+
+    Aggregating these in numpy (``grid_from_rows``) was measured cheaper than DuckDB's GROUP BY
+    over (ticker, bucket), whose ~40k groups cost more than the join (docs/performance.md).
+    """
+    sources = tuple(sources) if sources is not None else None
+    table = con.sql(_WINDOW_ROWS, params={"after": after, "until": until,
+                                          "sources": list(sources) if sources is not None else None}).to_arrow_table()
+    encoded = pc.dictionary_encode(table["ticker"]).combine_chunks()
+    names = encoded.dictionary.to_pylist()
+    order = np.argsort(np.array(names, dtype=object)) if names else np.zeros(0, np.int64)
+    rank = np.empty(len(names), np.int64)
+    rank[order] = np.arange(len(names))
+    return WindowRows(after=after, until=until, sources=sources, tickers=[names[k] for k in order],
+                      ticker=rank[encoded.indices.to_numpy(zero_copy_only=False)],
+                      ts_us=table["ts_us"].to_numpy(), score=table["score"].to_numpy(),
+                      relevance=table["relevance"].to_numpy(), label=table["label"].to_numpy(),
+                      item_row=table["item_row"].to_numpy())
+
+
+def grid_window(until: datetime, n_points: int, step_s: int,
+                horizon_s: float = DEFAULT_HORIZON_S) -> tuple[datetime, datetime]:
+    """The (after, until] whose items a ``sentiment_grid`` of these points reads."""
+    if step_s <= 0 or horizon_s % step_s:
+        raise ValueError(f"the horizon ({horizon_s} s) must be a whole number of steps ({step_s} s)")
+    width = n_points - 1 + int(horizon_s // step_s)  # buckets from the first point's horizon to until
+    return until - timedelta(seconds=width * step_s), until
+
+
 def sentiment_grid(con: duckdb.DuckDBPyConnection, until: datetime, n_points: int, step_s: int,
                    half_life_s: float, tickers: list[str] | None = None, sources: list[str] | None = None,
                    horizon_s: float = DEFAULT_HORIZON_S) -> SentimentGrid:
-    """``sentiment_series`` at until - k * step (k < n_points) for many tickers, by bucket sums.
+    """``sentiment_series`` at until - k * step (k < n_points) for many tickers, by bucket sums."""
+    after, _ = grid_window(until, n_points, step_s, horizon_s)
+    return grid_from_rows(window_rows(con, after, until, sources), n_points, step_s, half_life_s, tickers, horizon_s)
+
+
+def grid_from_rows(rows: WindowRows, n_points: int, step_s: int, half_life_s: float,
+                   tickers: list[str] | None = None, horizon_s: float = DEFAULT_HORIZON_S) -> SentimentGrid:
+    """The grid of ``sentiment_grid`` from the rows of exactly its ``grid_window``.
 
     The horizon must be a whole number of steps: a horizon is then a run of buckets, and S(t)
-    is a ratio of sums over that run (the same items, hence the same value, as
-    ``sentiment_series``; tests/dashboards/test_sql.py). The reference time is mid-range, so the
-    exponents stay within +-ln 2 * (range / 2h) + |r| (finite for a 10-day range at h = 15 min).
+    is a ratio of sums over that run of e = exp(r + ln 2 (ts - ref) / h) and e * score (the same
+    items, hence the same value, as ``sentiment_series``; tests/dashboards/test_sql.py). The
+    reference time ref cancels in every ratio; it is mid-range, so the exponents stay within
+    +-ln 2 * (range / 2h) + |r| (finite for a 10-day range at h = 15 min).
     """
-    if step_s <= 0 or horizon_s % step_s:
-        raise ValueError(f"the horizon ({horizon_s} s) must be a whole number of steps ({step_s} s)")
+    until = rows.until
+    after, _ = grid_window(until, n_points, step_s, horizon_s)
+    if after != rows.after:
+        raise ValueError(f"rows of ({rows.after}, {until}] given for the grid window ({after}, {until}]")
     per_horizon = int(horizon_s // step_s)
-    width = n_points - 1 + per_horizon  # buckets from the first point's horizon to until
-    after = until - timedelta(seconds=width * step_s)
-    ref = until - timedelta(seconds=width * step_s / 2)
-    cells = con.execute("SELECT * FROM grid_cells(?, ?, ?, ?, ?, ?, ?)",
-                        [tickers, sources, after, until, step_s, half_life_s, ref]).fetchnumpy()
-    names = sorted(set(cells["ticker"].tolist())) if tickers is None else list(tickers)
-    index = {name: n for n, name in enumerate(names)}
-    rows = np.array([index[name] for name in cells["ticker"].tolist()], dtype=np.int64)
-    cell = rows * width + np.asarray(cells["j"], dtype=np.int64) + width - 1  # j = 0 (until): the last column
+    width = n_points - 1 + per_horizon
+    ref_us = epoch_us(until - timedelta(seconds=width * step_s / 2))
+    step_us = int(round(step_s * 1e6))
+    if tickers is None:
+        names, code, keep = rows.tickers, rows.ticker, slice(None)
+    else:
+        names = list(tickers)
+        index = {name: n for n, name in enumerate(names)}
+        lookup = np.array([index.get(name, -1) for name in rows.tickers] or [-1], np.int64)
+        code = lookup[rows.ticker] if len(rows.ticker) else rows.ticker
+        keep = code >= 0
+        code = code[keep]
+    ts_us, score, relevance = rows.ts_us[keep], rows.score[keep], rows.relevance[keep]
+    cell = code * width + (width - 1) - (epoch_us(until) - ts_us) // step_us  # until's bucket: the last column
+    size = len(names) * width
 
-    def dense(values) -> np.ndarray:  # one cell per (ticker, bucket): GROUP BY made them unique
-        out = np.zeros(len(names) * width)
-        out[cell] = np.asarray(values, dtype=float)
-        return out.reshape(len(names), width)
+    def dense(weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(cell, weights, minlength=size).astype(float).reshape(len(names), width)
 
     def per_point(matrix: np.ndarray) -> np.ndarray:  # sum over each point's horizon of buckets
         return sliding_window_view(matrix, per_horizon, axis=1).sum(axis=2)
 
-    n, den, num = dense(cells["n"]), dense(cells["den"]), dense(cells["num"])
+    e = np.exp(relevance + np.log(2) * ((ts_us - ref_us) / 1e6) / half_life_s)
+    n, den, num, total = dense(), dense(e), dense(e * score), dense(score)
+    labels = np.bincount(cell * 4 + rows.label[keep], minlength=size * 4).reshape(len(names), width, 4)
     horizon_items = per_point(n)
+    last = slice(per_horizon - 1, width)
     with np.errstate(invalid="ignore", divide="ignore"):
         sentiment = np.where(horizon_items > 0, per_point(num) / per_point(den), np.nan)
-        last = slice(per_horizon - 1, width)
-        mean_score = np.where(n[:, last] > 0, dense(cells["total"])[:, last] / n[:, last], np.nan)
+        mean_score = np.where(n[:, last] > 0, total[:, last] / n[:, last], np.nan)
     return SentimentGrid(
         tickers=names, as_of=[until - timedelta(seconds=(n_points - 1 - p) * step_s) for p in range(n_points)],
         step_s=step_s, sentiment=sentiment, horizon_items=horizon_items.astype(np.int64),
-        n_items=n[:, last].astype(np.int64), n_positive=dense(cells["n_positive"])[:, last].astype(np.int64),
-        n_neutral=dense(cells["n_neutral"])[:, last].astype(np.int64),
-        n_negative=dense(cells["n_negative"])[:, last].astype(np.int64), mean_score=mean_score)
+        n_items=n[:, last].astype(np.int64), n_positive=labels[:, last, 2], n_neutral=labels[:, last, 1],
+        n_negative=labels[:, last, 0], mean_score=mean_score)
+
+
+_WHY_DETAILS = """
+SELECT i.rowid AS item_row, i.id AS item_id, i.ts, i.source, i.label, i.score, i.confidence, i.text, i.url
+FROM items AS i WHERE i.rowid IN (SELECT unnest($rows::BIGINT[]))
+"""
+_WHY_LINKS = "SELECT item_id, link FROM item_tickers WHERE ticker = $ticker AND list_contains($ids, item_id)"
+
+
+def why_items(con: duckdb.DuckDBPyConnection, rows: WindowRows, ticker: str, half_life_s: float,
+              top_n: int = 10, horizon_s: float = DEFAULT_HORIZON_S) -> list[dict]:
+    """The ``why`` macro's rows for ``ticker`` as of ``rows.until``, from rows that cover its horizon.
+
+    The same items (the ticker's, in (until - horizon, until]), the same logits and order (largest
+    logit first, then item id) and weights e / sum(e) (shifted by the largest logit instead of the
+    macro's bound: equal to ~1e-15, tests/dashboards/test_sql.py); only the top items' details
+    are read back from the file, by rowid.
+    """
+    until_us = epoch_us(rows.until)
+    horizon_us = int(round(horizon_s * 1e6))
+    if epoch_us(rows.after) > until_us - horizon_us:
+        raise ValueError("the rows do not cover the horizon")
+    code = rows.tickers.index(ticker) if ticker in rows.tickers else -1
+    mine = (rows.ticker == code) & (rows.ts_us > until_us - horizon_us)
+    if not mine.any():
+        return []
+    logit = rows.relevance[mine] - np.log(2) * ((until_us - rows.ts_us[mine]) / 1e6) / half_life_s
+    weight = np.exp(logit - logit.max())
+    weight /= weight.sum()
+    # every item tied with the top_n-th largest logit is a candidate: the item id breaks ties
+    candidates = (np.nonzero(logit >= np.partition(logit, -top_n)[-top_n])[0] if len(logit) > top_n
+                  else np.arange(len(logit)))
+    item_rows = rows.item_row[mine][candidates].tolist()
+    columns = ["item_row", "item_id", "ts", "source", "label", "score", "confidence", "text", "url"]
+    details = {row[0]: dict(zip(columns, row))
+               for row in con.sql(_WHY_DETAILS, params={"rows": item_rows}).fetchall()}
+    ranked = sorted((-logit[c], details[r]["item_id"], c, r) for c, r in zip(candidates, item_rows))[:top_n]
+    links = dict(con.sql(_WHY_LINKS, params={"ticker": ticker,
+                                             "ids": [item_id for _, item_id, _, _ in ranked]}).fetchall())
+    found = []
+    for rank, (_, item_id, c, r) in enumerate(ranked, start=1):
+        row = details[r]
+        found.append({"rank": rank, "item_id": item_id, "weight": float(weight[c]), "ts": row["ts"],
+                      "source": row["source"], "label": row["label"], "score": row["score"],
+                      "confidence": row["confidence"], "text": row["text"], "url": row["url"],
+                      "link": links.get(item_id)})
+    return found
 
 
 def grid_shocks(grid: SentimentGrid) -> list[dict]:

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.duckdb.schema import create_schema
-from dashboards.sql import (SHOCK_K, SHOCK_MIN_BASELINE_ITEMS, SHOCK_MIN_ITEMS, grid_shocks, install_trend_sql,
-                            sentiment_grid, trend_series)
+from dashboards.sql import (SHOCK_K, SHOCK_MIN_BASELINE_ITEMS, SHOCK_MIN_ITEMS, grid_from_rows, grid_shocks,
+                            grid_window, install_trend_sql, sentiment_grid, trend_series, why_items, window_rows)
 
 
 @pytest.fixture(autouse=True)
@@ -181,6 +181,56 @@ def test_sentiment_grid_matches_the_macro_on_any_items(items, step, half_life, n
         assert grid.sentiment[t, p] == pytest.approx(r["sentiment"], abs=1e-9)
         assert grid.horizon_items[t, p] == r["n_items"]
     con.close()
+
+
+def test_why_items_is_the_why_macro(con):
+    """The why panel from the grid's rows: the macro's items, order, weights and links."""
+    for ticker, half_life, sources in (("AAPL", 3600, None), ("MSFT", 900, ["news"]), ("AAPL", 86400, ["comment"])):
+        rows = window_rows(con, *grid_window(END, 48, 900), sources)
+        by_macro = rows_of_why(con, ticker, END, half_life, 10, sources)
+        found = why_items(con, rows, ticker, half_life, 10)
+        assert [r["item_id"] for r in found] == [r["item_id"] for r in by_macro] and len(found) == 10
+        for mine, theirs in zip(found, by_macro):
+            assert mine["weight"] == pytest.approx(theirs["weight"], rel=1e-9, abs=1e-12)
+            assert {k: v for k, v in mine.items() if k != "weight"} == {k: v for k, v in theirs.items() if k != "weight"}
+    assert why_items(con, rows, "NOPE", 3600) == []
+
+
+def rows_of_why(con, ticker: str, at: datetime, half_life_s: float, top_n: int, sources: list[str] | None) -> list[dict]:
+    return rows(con, "SELECT * FROM why(?, ?, ?, ?, sources := ?)", [ticker, at, half_life_s, top_n, sources])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["A", "B"]), st.integers(0, 4 * 86400), st.sampled_from([0.5, -0.25, 1.0]),
+                          st.sampled_from([0.0, -0.5, -3.0, 0.25]), st.sampled_from(["news", "comment"])),
+                min_size=1, max_size=40),
+       st.sampled_from([900.0, 7200.0, 86400.0]), st.integers(1, 6), st.integers(0, 4 * 86400),
+       st.sampled_from([None, ["news"]]))
+def test_why_items_matches_the_macro_on_any_items(items, half_life, top_n, until_s, sources):
+    """Few distinct times, scores and relevances: ties in the logit, broken by the item id as the macro does."""
+    con = duckdb.connect()
+    create_schema(con)
+    install_trend_sql(con)
+    for n, (ticker, ts_s, score, relevance, source) in enumerate(items):
+        ts_s -= ts_s % 1800  # many items at the same time
+        con.execute("INSERT INTO items VALUES (?, to_timestamp(?), ?, 't', NULL, NULL, NULL, 'k', 0, 'neutral', ?,"
+                    " 0, 1, 0, 1, ?, 'm', now(), NULL, NULL, NULL)", [f"i{(n * 7) % 41}-{n}", 1.7e9 + ts_s, source,
+                                                                     score, relevance])
+        con.execute("INSERT INTO item_tickers VALUES (?, ?, ?)", [f"i{(n * 7) % 41}-{n}", ticker, "cashtag" if n % 2 else "name"])
+    until = datetime.fromtimestamp(1.7e9 + until_s, timezone.utc)
+    rows_ = window_rows(con, *grid_window(until, 3, 3600), sources)
+    for ticker in ("A", "B"):
+        by_macro = rows_of_why(con, ticker, until, half_life, top_n, sources)
+        found = why_items(con, rows_, ticker, half_life, top_n)
+        assert [(r["rank"], r["item_id"], r["link"]) for r in found] == [(r["rank"], r["item_id"], r["link"]) for r in by_macro]
+        assert [r["weight"] for r in found] == pytest.approx([r["weight"] for r in by_macro], rel=1e-9, abs=1e-12)
+    con.close()
+
+
+def test_grid_from_rows_refuses_rows_of_another_window(con):
+    rows_ = window_rows(con, *grid_window(END, 48, 900))
+    with pytest.raises(ValueError, match="grid window"):
+        grid_from_rows(rows_, 24, 900, 3600)
 
 
 def _jumping_db(path: str, per_bucket: int) -> duckdb.DuckDBPyConnection:
