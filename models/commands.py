@@ -264,6 +264,7 @@ def evaluate(argv: list[str]) -> int:
     engine = _load_engine(args)
     started = time.monotonic()
     progress = ProgressMeter("eval", total=len(data))
+    progress.start()  # counts come after each chunk of EVAL_CHUNK texts
     predicted = predict_labels(engine, data.texts, on_progress=progress.add)
     progress.done()
     seconds = time.monotonic() - started

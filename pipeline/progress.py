@@ -25,8 +25,15 @@ class ProgressMeter:
         self._start: float | None = None  # the first item, not set-up (a model load is not work)
         self._last_report = 0.0
 
+    def start(self) -> None:
+        """Work begins now: for callers that count after each chunk of work, whose first ``add``
+        comes only when the first chunk is done (else that chunk's time would not count)."""
+        if self._start is None:
+            self._start = self._last_report = self._clock()
+
     def add(self, n: int = 1) -> str | None:
-        """Count ``n`` more; returns the line when one is due (and logs it)."""
+        """Count ``n`` more; returns the line when one is due (and logs it). Without ``start``,
+        time counts from the first ``add``."""
         now = self._clock()
         if self._start is None:
             self._start = self._last_report = now

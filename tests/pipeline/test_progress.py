@@ -24,6 +24,15 @@ def test_reports_rate_and_eta_at_most_every_interval():
     assert meter.add() is None
 
 
+def test_a_started_meter_counts_the_time_of_the_first_chunk():
+    clock = Clock()
+    meter = ProgressMeter("eval", total=1000, interval_s=5.0, clock=clock)
+    meter.start()
+    clock.now += 10.0  # the first chunk is scored, then counted
+    assert meter.add(1000) == "eval: 1,000/1,000, 100 items/s, ETA 0:00:00"
+    assert meter.done() == "eval: 1,000/1,000, 100 items/s, ETA 0:00:00"
+
+
 def test_unknown_total_has_no_eta():
     clock = Clock()
     meter = ProgressMeter("read", interval_s=1.0, clock=clock)
