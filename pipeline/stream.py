@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,14 +25,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from connectors.duckdb.sink import DuckDBSink, memory_limit
+from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
 from connectors.kafka.offsets import BrokerLag, OffsetCommitter, forget_ledger, ledger_for
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               check_db_path, check_precision, exit_status, linking)
+                               EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking)
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
@@ -189,8 +190,8 @@ def run_stream(argv: list[str]) -> StreamMetrics:
         sink.write(points=points)
         log.info("resumed state from %s: %d items replayed, %d tickers, %d open points recomputed",
                  args.db, replayed, len(state.tickers), len(points))
-    committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger)
-    stream = StreamRun(sink, ledger, committer, metrics, state)
+    committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger, before_commit=sink.check_file)
+    stream = StreamRun(sink, ledger, committer, metrics, state, on_fault=control.request_stop)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
     broker_lag.start()
@@ -200,6 +201,9 @@ def run_stream(argv: list[str]) -> StreamMetrics:
             pipeline = make_pipeline(beam_args)
             build(pipeline, args, source, cfg, links)
             pipeline.run().wait_until_finish()
+    except Exception:
+        if stream.fault is None:  # a store fault explains whatever else failed after it
+            raise
     finally:
         progress.stop()
         stream.close()  # final commit of what is durable, snapshot, close the file
@@ -211,6 +215,8 @@ def run_stream(argv: list[str]) -> StreamMetrics:
         unregister_run(run_id)
         forget_ledger(run_id)
         forget_run(run_id)
+    if stream.fault is not None:
+        raise stream.fault
     log.info(metrics.line())
     return metrics
 
@@ -227,6 +233,11 @@ def quiet_library_logs() -> None:
 
 def run(argv: list[str]) -> int:
     quiet_library_logs()
-    metrics = run_stream(argv)
+    try:
+        metrics = run_stream(argv)
+    except StoreFault as exc:
+        print(f"tickerpulse stream: error: {exc}; stopped before committing offsets past the last "
+              "durable write (the next run replays the rest)", file=sys.stderr)
+        return EXIT_STORE_FAULT
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
     return exit_status("stream", metrics.scored, metrics.dead_lettered)

@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import apache_beam as beam
@@ -22,6 +24,7 @@ from connectors.kafka.source import KafkaSourceConfig
 from models.aggregation import AggregationConfig
 from pipeline import backfill, stream
 from pipeline.cli import main
+from pipeline.job_args import EXIT_STORE_FAULT
 from pipeline.metrics import StreamMetrics, serve_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,14 +133,17 @@ def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path):
     assert query(streamed, "SELECT raw, source_location FROM dead_letters") == [(b"not json", "news/0/63")]
 
 
-def _stream_process(bootstrap: str, db: Path, log_path: Path, *extra: str, **env_values: str) -> subprocess.Popen:
+def _stream_process(bootstrap: str, db: Path, log_path: Path, *extra: str, err_path: Path | None = None,
+                    **env_values: str) -> subprocess.Popen:
+    """The real job in its own process; stdout (and stderr, unless ``err_path``) to ``log_path``."""
     # Small polls: many bundles and commits, so a kill lands between two of them.
     env = {**os.environ, "PYTHONPATH": str(REPO), "TICKERPULSE_METRICS_INTERVAL": "1s",
            "TICKERPULSE_MAX_POLL_RECORDS": "5", **env_values}
-    with open(log_path, "ab") as log_file:  # a file, not a pipe: a full pipe would block the job
+    # Files, not pipes: a full pipe would block the job.
+    with open(log_path, "ab") as log_file, open(err_path or os.devnull, "ab") as err_file:
         return subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "stream",
                                  *stream_args(bootstrap, db, *extra)], env=env, cwd=REPO,
-                                stdout=log_file, stderr=subprocess.STDOUT)
+                                stdout=log_file, stderr=err_file if err_path else subprocess.STDOUT)
 
 
 def _wait_for_commit(bootstrap: str, at_least: int, timeout_s: float, proc: subprocess.Popen,
@@ -380,3 +386,85 @@ def _visible(db: Path, n_items: int, timeout_s: float) -> float:
             pass  # not created or no snapshot yet
         time.sleep(0.1)
     raise AssertionError(f"{n_items} items not visible within {timeout_s}s")
+
+
+@pytest.mark.parametrize("fault", ["removed", "replaced"])
+def test_a_removed_or_replaced_db_stops_the_job_before_it_commits_lost_records(kafka_broker, tmp_path, fault):
+    """Deleting the file mid-stream once let the job commit offsets for 1,000 records that only
+    reached the unlinked file, and it died with a ``cp`` traceback. A hard link keeps the job's
+    file readable under another name, so the test sees exactly which rows reached it and when."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    n = 600
+    produce(bootstrap, encode(records(n)))
+    db, kept = tmp_path / "tp.duckdb", tmp_path / "kept.duckdb"
+    log_path, err_path = tmp_path / "stream.log", tmp_path / "stream.err"
+    job = _stream_process(bootstrap, db, log_path, err_path=err_path)
+    try:
+        _wait_for_commit(bootstrap, 20, 300, job, log_path)
+        os.link(db, kept)
+        if fault == "removed":
+            db.unlink()
+        else:
+            other = tmp_path / "other.duckdb"
+            duckdb.connect(str(other)).close()
+            os.replace(other, db)
+        faulted_at = time.time()
+        job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    errors = err_path.read_text(errors="replace")
+    assert job.returncode == EXIT_STORE_FAULT, errors[-3000:]
+    assert "Traceback" not in errors + log_path.read_text(errors="replace")
+    error_lines = [line for line in errors.splitlines() if "error" in line.lower()]
+    assert error_lines == [errors.strip().splitlines()[-1]], errors[-3000:]  # one line, the last
+    what = "was removed" if fault == "removed" else "was replaced by another file"
+    assert error_lines[0].startswith(f"tickerpulse stream: error: {db} {what} while this job had it open")
+
+    # Every committed offset is an item that reached the job's file before the fault.
+    committed = committed_offsets(bootstrap, "tp-test", [("news", 0)])[("news", 0)]
+    assert 20 <= committed < n
+    durable = {row[0] for row in query(kept, "SELECT kafka_offset FROM items WHERE epoch(ingested_at) <= "
+                                             f"{faulted_at}")}
+    assert set(range(committed)) <= durable
+
+    # The next run against the right file replays the rest: every record once.
+    os.replace(kept, db)
+    assert stream.run(stream_args(bootstrap, db, "--until-idle", "2s")) == 0
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM items") == [(n, n)]
+    assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): n}
+
+
+@contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """``path`` refuses writes, even to root (which writes through permission bits: the
+    immutable attribute stops it)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("root without chattr +i (CAP_LINUX_IMMUTABLE): cannot make a file unwritable")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("target", ["file", "directory"])
+def test_an_unwritable_db_or_directory_is_one_line_exit_2(tmp_path, capsys, target):
+    directory = tmp_path / "store"
+    directory.mkdir()
+    db = directory / "tp.duckdb"
+    if target == "file":
+        duckdb.connect(str(db)).close()
+    with _unwritable(db if target == "file" else directory):
+        assert main(["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", str(db)]) == 2
+    reason = "the file is not writable" if target == "file" else f"directory {directory} is not writable"
+    assert capsys.readouterr().err.strip() == f"tickerpulse stream: error: --db {db}: {reason}"
