@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.aggregation import AggregationConfig
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
@@ -49,6 +52,22 @@ def exit_status(command: str, scored: int, dead_letters: int) -> int:
               "see SELECT reason, count(*) FROM dead_letters GROUP BY ALL", file=sys.stderr)
         return EXIT_ONLY_DEAD_LETTERS
     return 0
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam's options from the flags a command left unparsed. A flag neither the command nor Beam
+    knows is a typo, refused as a UsageError (Beam would only log that it dropped it)."""
+    options = PipelineOptions(beam_args)
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" would be a second line
+    try:
+        unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    finally:
+        beam_log.setLevel(level)
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join('--' + name for name in sorted(unknown))}")
+    return options
 
 
 def check_db_path(db: str) -> None:

@@ -8,7 +8,9 @@
 Delivery: a Kafka offset is committed only after the rows it covers are in DuckDB, and every
 write is idempotent, so a crash anywhere replays at most the uncommitted records and duplicates
 nothing. SIGINT/SIGTERM stop the source, flush, commit and exit 0. App flags are parsed here;
-the rest are Beam flags; locally the runner is FnApiRunner unless ``--runner`` names another.
+the rest are Beam flags (one that neither knows is refused, exit 2); locally the runner is
+FnApiRunner unless ``--runner`` names another. A DuckDB file removed, replaced or failing a
+write while the job runs stops it with one line, exit 4, before any further offset commit.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
@@ -32,7 +34,8 @@ from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking)
+                               EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking,
+                               pipeline_options)
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
 from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
@@ -125,9 +128,8 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
 
 
-def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
-    options = PipelineOptions(beam_args)
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    if options.view_as(StandardOptions).runner is not None:
         return beam.Pipeline(options=options)
     _consolidate_runner_metrics_eagerly()
     return beam.Pipeline(runner=FnApiRunner(), options=options)
@@ -174,6 +176,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     args, beam_args = parser().parse_known_args(argv)
     fill_list_env_defaults(args, "topics")
     cfg = check(args)
+    options = pipeline_options(beam_args)
     check_db_path(args.db)
     links = linking(args)
     run_id = f"stream-{uuid.uuid4()}"
@@ -198,7 +201,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     progress = PeriodicLogger(metrics, args.metrics_interval, every_second=stream.commit_due).start()
     try:
         with stop_on_signals(control):
-            pipeline = make_pipeline(beam_args)
+            pipeline = make_pipeline(options)
             build(pipeline, args, source, cfg, links)
             pipeline.run().wait_until_finish()
     except Exception:

@@ -96,7 +96,8 @@ def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker,
     points_sql = "SELECT ticker, ts, half_life_s, n_items, sentiment FROM ticker_sentiment ORDER BY ALL"
     before = query(db, points_sql)
     monkeypatch.setenv("TICKERPULSE_DUCKDB_MEMORY_LIMIT", "256MB")  # a capped cache changes no result
-    metrics = stream.run_stream(stream_args(bootstrap, db, "--until-idle", "1s"))
+    # ... and takes Beam's own flags as ever (only a flag neither knows is refused).
+    metrics = stream.run_stream(stream_args(bootstrap, db, "--until-idle", "1s", "--direct_num_workers=1"))
     assert metrics.consumed == 0
     assert query(db, "SELECT count(*) FROM items") == [(40,)]
     after = query(db, points_sql)
@@ -233,6 +234,18 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
         assert exit_info.value.code == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert flag in last and reason in last
+
+
+def test_a_typo_in_a_flag_is_one_line_exit_2_before_anything_opens(tmp_path):
+    """The stream used to hand an unknown flag to Beam, which only logged that it dropped it."""
+    db = tmp_path / "tp.duckdb"
+    out = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "stream", "--bootstrap-servers",
+                          "127.0.0.1:1", "--topics", "t", "--db", str(db), "--topcs", "x"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 2
+    assert out.stderr == "tickerpulse stream: error: unrecognized arguments: --topcs\n"
+    assert not db.exists()
 
 
 def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
