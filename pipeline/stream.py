@@ -38,9 +38,8 @@ from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model
                                pipeline_options)
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
-from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
-                                        StreamRecencyAttention, StreamRun, WriteStream, register_run,
-                                        unregister_run)
+from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, StreamNovelty, StreamRecencyAttention,
+                                        StreamRun, WriteStream, register_run, unregister_run)
 from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 
@@ -71,9 +70,6 @@ def parser() -> argparse.ArgumentParser:
                    metavar="DURATION",
                    help="an item this much older than its ticker's latest point still restates the points "
                         "it changes; an older one is stored and counted as late (default: the horizon)")
-    p.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
-                     help="state: per-ticker state in the job, works on the local runner (default); "
-                          "windows: native event-time windows, for runners whose watermark advances")
     add_model_args(p, 64)
     add_linking_args(p)
     obs = p.add_argument_group("observability")
@@ -104,8 +100,7 @@ def check(args: argparse.Namespace) -> AggregationConfig:
     return aggregation_config(args)
 
 
-def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig,
-          cfg: AggregationConfig, links: Linking) -> None:
+def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking) -> None:
     """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
     run_id = source.run_id
     parsed = pipeline | "Read Kafka" >> ReadFromKafka(source) | "Parse" >> Parse()
@@ -117,12 +112,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
               | "Novelty" >> StreamNovelty(run_id)
               | "Score" >> Score(handler))
     items = scored["items"] | "Relevance" >> Relevance()
-    if args.aggregation == "windows":
-        points = items | "Aggregate" >> EventTimeRecencyAttention(cfg)
-        _ = items | "Write items" >> WriteStream(run_id, "items")
-        _ = points | "Write sentiment" >> WriteStream(run_id, "points")
-    else:
-        _ = items | "Aggregate and write" >> StreamRecencyAttention(run_id)
+    _ = items | "Aggregate and write" >> StreamRecencyAttention(run_id)
     _ = parsed[DEAD] | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
     _ = scored[DEAD] | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
     _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
@@ -202,7 +192,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     try:
         with stop_on_signals(control):
             pipeline = make_pipeline(options)
-            build(pipeline, args, source, cfg, links)
+            build(pipeline, args, source, links)
             pipeline.run().wait_until_finish()
     except Exception:
         if stream.fault is None:  # a store fault explains whatever else failed after it

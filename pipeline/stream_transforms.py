@@ -6,8 +6,7 @@ it has finished, so any GroupByKey or Flatten after the source would hold everyt
 the job stops. These steps are therefore plain DoFns (no grouping), which the runner fuses with
 the source: a record flows from Kafka to DuckDB inside one bundle. The per-ticker and novelty
 state they update is a :class:`pipeline.stream_state.StreamState` in the job's process, rebuilt
-from DuckDB on restart. :class:`EventTimeRecencyAttention` keeps native sliding windows for
-runners whose watermark advances (Dataflow, Flink).
+from DuckDB on restart.
 
 Everything the job shares in its process (writer, offset ledger, metrics, state) hangs off a
 :class:`StreamRun` found by run id.
@@ -21,13 +20,11 @@ from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 import duckdb
-from apache_beam.transforms.window import SlidingWindows, TimestampedValue
-from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.duckdb.sink import DuckDBSink, StoreFault
 from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
-from models.aggregation import AggregationConfig, SentimentPoint, aggregate_series
+from models.aggregation import SentimentPoint
 from pipeline.metrics import StreamMetrics
 from pipeline.records import DeadLetter, Item
 from pipeline.stream_state import StreamState
@@ -263,37 +260,6 @@ class StreamRecencyAttention(beam.PTransform):
         return items | "Fold and write" >> beam.ParDo(_WriteFn(self.run_id, SCORED, self.max_rows))
 
 
-def _point_at_window_end(keyed, cfg: AggregationConfig, window=beam.DoFn.WindowParam) -> Iterator[SentimentPoint]:
-    ticker, rows = keyed
-    as_of = window.end.micros / 1e6
-    for point in aggregate_series(ticker, list(rows), cfg):
-        if point.ts_s == as_of:
-            yield point
-
-
-class EventTimeRecencyAttention(beam.PTransform):
-    """For runners whose watermark advances: a sliding window of the horizon every cadence step.
-
-    A window [t - H, t) holds the items of the as-of time t once timestamps are shifted back by
-    one microsecond (the horizon is t - H < t_i <= t). It emits the point at t when an item falls
-    in t's cadence bucket; the stateful form also fills the grid points between sparse items.
-    """
-
-    def __init__(self, cfg: AggregationConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-
-    def expand(self, items):
-        cfg = self.cfg
-        return (items
-                | "Per ticker" >> beam.FlatMap(
-                    lambda item: [TimestampedValue(kv, kv[1][1] - 1e-6) for kv in per_ticker(item)])
-                | "Horizon windows" >> beam.WindowInto(SlidingWindows(size=Duration.of(cfg.horizon_s),
-                                                                      period=Duration.of(cfg.cadence_s)))
-                | "Group by ticker" >> beam.GroupByKey()
-                | "Point at window end" >> beam.FlatMap(_point_at_window_end, cfg))
-
-
 class _WriteFn(beam.DoFn):
     """Buffers a bundle's rows of one kind and writes them at its end (bundles are one poll)."""
 
@@ -322,15 +288,15 @@ class _WriteFn(beam.DoFn):
         elif self.kind == SCORED:
             run.write_scored(self._rows)
         else:
-            run.write(**{self.kind: self._rows})
+            run.write(dead_letters=self._rows)
         self._rows = []
 
 
 class WriteStream(beam.PTransform):
-    """Rows of one kind (items, dead_letters, points, scored: items with their points, or
-    duplicate: acknowledged, not stored)."""
+    """Rows of one kind: dead_letters (stored), or duplicate (acknowledged, not stored). Scored
+    items are written with their points by ``StreamRecencyAttention``."""
 
-    KINDS = ("items", "dead_letters", "points", SCORED, DUPLICATE)
+    KINDS = ("dead_letters", DUPLICATE)
 
     def __init__(self, run_id: str, kind: str, max_rows: int = 5000) -> None:
         super().__init__()

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import apache_beam as beam
 import duckdb
 import pytest
 from kafka import KafkaProducer
 
 from connectors.kafka.embedded import create_topics, free_port
 from connectors.kafka.offsets import committed_offsets
-from connectors.kafka.source import KafkaSourceConfig
 from models.aggregation import AggregationConfig
 from pipeline import backfill, stream
 from pipeline.cli import main
@@ -265,17 +263,6 @@ def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
         assert line in body, body
     assert metrics.line() == ("stream: consumed 7, scored 5, dead-lettered 1, duplicates 1, late 2, consumer lag 3, "
                               "end-to-end latency p50 600 ms, p99 992 ms")
-
-
-def test_native_event_time_windows_build_for_runners_whose_watermark_advances(kafka_broker, tmp_path):
-    argv = stream_args(kafka_broker.bootstrap_servers, tmp_path / "x.duckdb", "--aggregation", "windows")
-    args, _ = stream.parser().parse_known_args(argv)
-    source = KafkaSourceConfig(kafka_broker.bootstrap_servers, "g", ("news",), run_id="build-only")
-    pipeline = beam.Pipeline()
-    stream.build(pipeline, args, source, stream.check(args), {})
-    names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
-    assert any(name.endswith("Aggregate/Horizon windows") for name in names)
-    assert not any("Update ticker state" in name for name in names)
 
 
 def test_a_db_in_a_missing_directory_is_one_line(tmp_path, capsys):
