@@ -468,3 +468,39 @@ def test_an_unwritable_db_or_directory_is_one_line_exit_2(tmp_path, capsys, targ
         assert main(["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", str(db)]) == 2
     reason = "the file is not writable" if target == "file" else f"directory {directory} is not writable"
     assert capsys.readouterr().err.strip() == f"tickerpulse stream: error: --db {db}: {reason}"
+
+
+def test_after_a_store_fault_nothing_is_acknowledged_committed_or_read(kafka_broker, tmp_path):
+    """``StreamRun`` over a real file, ledger and committer: the bundle that meets the fault stays
+    pending, so its offsets are never committed; the source is asked to stop once."""
+    from connectors.duckdb.sink import DuckDBSink
+    from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
+    from pipeline.stream_state import rebuild_state
+    from pipeline.stream_transforms import StreamRun
+    from tests.pipeline.test_stream_restatement import CFG, item
+
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    db = tmp_path / "tp.duckdb"
+    sink = DuckDBSink(str(db))
+    ledger = DeliveryLedger()
+    ledger.begin(("news", 0), 0)
+    for offset in range(6):
+        ledger.consumed(("news", 0), offset)
+    committer = OffsetCommitter(bootstrap, "tp-test", ledger, interval_s=0, before_commit=sink.check_file)
+    stops = []
+    run = StreamRun(sink, ledger, committer, StreamMetrics(), rebuild_state(sink, CFG)[0],
+                    on_fault=lambda: stops.append(True))
+    bundle = [item(i, T0 / 1000 + 60 * i, ("AAPL",), 0.5, 0.1).with_(kafka_topic="news", kafka_partition=0,
+                                                                     kafka_offset=i) for i in range(6)]
+    run.write_scored(bundle[:2])  # durable, acknowledged, committed
+    assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): 2}
+    db.unlink()
+    run.write_scored(bundle[2:4])
+    run.dropped(bundle[4:])  # a duplicate after the fault is not acknowledged either
+    run.commit_due()
+    assert run.stored(["i0000"]) == set()
+    run.close()
+    assert stops == [True] and "was removed" in str(run.fault)
+    assert ledger.committable() == {("news", 0): 2} and ledger.pending_count() == 4
+    assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): 2}
