@@ -26,25 +26,12 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from connectors.duckdb import arrow_rows
-from connectors.duckdb.schema import create_schema
+from connectors.duckdb.schema import TABLES, create_schema
 from pipeline.records import DeadLetter, Item
 
 log = logging.getLogger(__name__)
 
-SENTIMENT_KEY = ("ticker", "ts", "half_life_s")
-
-# DISTINCT ON keeps an arbitrary row per key: ``write_tables`` passes one row per point already
-# (the last version); it only matters for Parquet imports, whose points are written once each.
-_INSERT = {
-    "items": "INSERT INTO items SELECT DISTINCT ON (id) * FROM incoming ON CONFLICT DO NOTHING",
-    "item_tickers": "INSERT INTO item_tickers SELECT DISTINCT * FROM incoming ON CONFLICT DO NOTHING",
-    "dead_letters": "INSERT INTO dead_letters SELECT DISTINCT ON (id) * FROM incoming ON CONFLICT DO NOTHING",
-    "ticker_sentiment": (
-        "INSERT INTO ticker_sentiment SELECT DISTINCT ON (ticker, ts, half_life_s) * FROM incoming "
-        "ON CONFLICT DO UPDATE SET sentiment = excluded.sentiment, n_items = excluded.n_items, "
-        "ess = excluded.ess, mean_score = excluded.mean_score, top_items = excluded.top_items"
-    ),
-}
+SENTIMENT_KEY = TABLES["ticker_sentiment"].key
 
 
 class StoreFault(Exception):
@@ -167,7 +154,7 @@ class DuckDBSink:
                     if name == "ticker_sentiment":
                         table = last_version_per_point(table)
                     self.con.register("incoming", table)
-                    written[name] = self.con.execute(_INSERT[name]).fetchone()[0]
+                    written[name] = self.con.execute(TABLES[name].insert_sql()).fetchone()[0]
                     self.con.unregister("incoming")
                 self.check_file()
                 self.con.execute("COMMIT")
@@ -191,7 +178,7 @@ class DuckDBSink:
                     continue
                 quoted = pattern.replace("'", "''")  # a view cannot take parameters
                 self.con.execute(f"CREATE OR REPLACE TEMP VIEW incoming AS SELECT * FROM read_parquet('{quoted}')")
-                written[name] = self.con.execute(_INSERT[name]).fetchone()[0]
+                written[name] = self.con.execute(TABLES[name].insert_sql()).fetchone()[0]
             self.con.execute("DROP VIEW IF EXISTS incoming")
             self.con.execute("COMMIT")
         except BaseException:

@@ -13,6 +13,7 @@ import pytest
 
 from connectors.duckdb import arrow_rows
 from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
+from connectors.duckdb.schema import TABLES, create_schema
 from connectors.duckdb.snapshot import snapshot_path
 from models.aggregation import SentimentPoint
 from pipeline.records import DeadLetter, Item
@@ -185,3 +186,30 @@ def test_a_failing_write_is_a_fault_in_one_line(tmp_path):
     first, again = out.stdout.strip().splitlines()
     assert first.startswith(f"writing {db} failed: ") and "File too large" in first
     assert again == f"again: {first}"
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_each_declared_type_means_the_same_in_duckdb_and_arrow(name):
+    """The DDL and the Arrow schema derive from one declaration; this checks that each declared
+    pair (DuckDB type, Arrow type) is one type: DuckDB reads the Arrow schema as the table's own."""
+    con = duckdb.connect()
+    create_schema(con)
+    con.register("incoming", arrow_rows.SCHEMAS[name].empty_table())
+    con.execute("CREATE TABLE probe AS SELECT * FROM incoming")
+    types_sql = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position"
+    assert con.execute(types_sql, ["probe"]).fetchall() == con.execute(types_sql, [name]).fetchall()
+    assert con.execute(TABLES[name].insert_sql()).fetchone() == (0,)
+
+
+def test_inserts_name_their_columns_so_a_table_in_another_column_order_still_loads(tmp_path):
+    """A file whose table has the declared columns in another order (as ALTER TABLE ... ADD
+    COLUMN leaves an upgraded one) takes the same rows: the insert lists columns by name."""
+    db = str(tmp_path / "s.duckdb")
+    con = duckdb.connect(db)
+    con.execute("CREATE TABLE item_tickers (link VARCHAR NOT NULL, ticker VARCHAR NOT NULL, "
+                "item_id VARCHAR NOT NULL, PRIMARY KEY (item_id, ticker))")
+    con.close()
+    with DuckDBSink(db) as sink:
+        sink.write([scored("a", ("AAPL", "MSFT"))])
+        assert sink.con.execute("SELECT item_id, ticker, link FROM item_tickers ORDER BY ticker").fetchall() == [
+            ("a", "AAPL", "field"), ("a", "MSFT", "field")]
