@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path):
 
 
 def _stream_process(bootstrap: str, db: Path, log_path: Path, *extra: str, err_path: Path | None = None,
-                    **env_values: str) -> subprocess.Popen:
+                    preexec_fn: Callable[[], None] | None = None, **env_values: str) -> subprocess.Popen:
     """The real job in its own process; stdout (and stderr, unless ``err_path``) to ``log_path``."""
     # Small polls: many bundles and commits, so a kill lands between two of them.
     env = {**os.environ, "PYTHONPATH": str(REPO), "TICKERPULSE_METRICS_INTERVAL": "1s",
@@ -142,7 +143,8 @@ def _stream_process(bootstrap: str, db: Path, log_path: Path, *extra: str, err_p
     with open(log_path, "ab") as log_file, open(err_path or os.devnull, "ab") as err_file:
         return subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "stream",
                                  *stream_args(bootstrap, db, *extra)], env=env, cwd=REPO,
-                                stdout=log_file, stderr=err_file if err_path else subprocess.STDOUT)
+                                stdout=log_file, stderr=err_file if err_path else subprocess.STDOUT,
+                                preexec_fn=preexec_fn)
 
 
 def _wait_for_commit(bootstrap: str, at_least: int, timeout_s: float, proc: subprocess.Popen,
@@ -415,13 +417,10 @@ def test_a_removed_or_replaced_db_stops_the_job_before_it_commits_lost_records(k
         if job.poll() is None:
             job.kill()
             job.wait()
-    errors = err_path.read_text(errors="replace")
-    assert job.returncode == EXIT_STORE_FAULT, errors[-3000:]
-    assert "Traceback" not in errors + log_path.read_text(errors="replace")
-    error_lines = [line for line in errors.splitlines() if "error" in line.lower()]
-    assert error_lines == [errors.strip().splitlines()[-1]], errors[-3000:]  # one line, the last
+    assert job.returncode == EXIT_STORE_FAULT, err_path.read_text(errors="replace")[-3000:]
+    assert "Traceback" not in log_path.read_text(errors="replace")
     what = "was removed" if fault == "removed" else "was replaced by another file"
-    assert error_lines[0].startswith(f"tickerpulse stream: error: {db} {what} while this job had it open")
+    _assert_one_error_line(err_path, f"tickerpulse stream: error: {db} {what} while this job had it open")
 
     # Every committed offset is an item that reached the job's file before the fault.
     committed = committed_offsets(bootstrap, "tp-test", [("news", 0)])[("news", 0)]
@@ -435,6 +434,50 @@ def test_a_removed_or_replaced_db_stops_the_job_before_it_commits_lost_records(k
     assert stream.run(stream_args(bootstrap, db, "--until-idle", "2s")) == 0
     assert query(db, "SELECT count(*), count(DISTINCT id) FROM items") == [(n, n)]
     assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): n}
+
+
+def _assert_one_error_line(err_path: Path, starts_with: str) -> None:
+    errors = err_path.read_text(errors="replace")
+    assert "Traceback" not in errors, errors[-3000:]
+    error_lines = [line for line in errors.splitlines() if "error" in line.lower()]
+    assert error_lines == [errors.strip().splitlines()[-1]], errors[-3000:]  # one line, the last
+    assert error_lines[0].startswith(starts_with), error_lines[0]
+
+
+FILE_SIZE_LIMIT = 3_000_000  # bytes: more than the job's first writes need, less than 600 records
+
+
+def _limit_file_size() -> None:
+    """In the job's process: files may not grow past the limit, and a write past it fails with
+    EFBIG (as on a full disk) instead of killing the process (SIGXFSZ)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+def test_a_failing_write_stops_the_job_and_commits_only_what_is_in_the_file(kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    n = 600
+    produce(bootstrap, encode(records(n)))
+    db, log_path, err_path = tmp_path / "tp.duckdb", tmp_path / "stream.log", tmp_path / "stream.err"
+    job = _stream_process(bootstrap, db, log_path, err_path=err_path, preexec_fn=_limit_file_size,
+                          TICKERPULSE_MAX_POLL_RECORDS="20", TICKERPULSE_SNAPSHOT_INTERVAL="1s")
+    try:
+        job.wait(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == EXIT_STORE_FAULT, err_path.read_text(errors="replace")[-3000:]
+    _assert_one_error_line(err_path, "tickerpulse stream: error: ")
+    assert "File too large" in err_path.read_text()
+
+    committed = committed_offsets(bootstrap, "tp-test", [("news", 0)])[("news", 0)] or 0
+    assert committed < n
+    stored = {row[0] for row in query(db, "SELECT kafka_offset FROM items")}
+    assert set(range(committed)) <= stored
+    assert stream.run(stream_args(bootstrap, db, "--until-idle", "2s")) == 0  # no limit: the rest replayed
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM items") == [(n, n)]
 
 
 @contextmanager
