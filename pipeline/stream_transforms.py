@@ -22,7 +22,7 @@ import apache_beam as beam
 import duckdb
 from apache_beam.utils.windowed_value import WindowedValue
 
-from connectors.duckdb.sink import DuckDBSink, StoreFault
+from connectors.duckdb.sink import DuckDBSink, StoreFault, one_line
 from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
 from models.aggregation import SentimentPoint
 from pipeline.metrics import StreamMetrics
@@ -73,7 +73,7 @@ class StreamRun:
                 rows = self._lookup.execute("SELECT id FROM items WHERE id IN (SELECT unnest(?::VARCHAR[]))",
                                             [item_ids]).fetchall()
             except duckdb.Error as exc:
-                self._faulted(StoreFault(f"reading {self.sink.db_path} failed: {' '.join(str(exc).split())}"))
+                self._faulted(StoreFault(f"reading {self.sink.db_path} failed: {one_line(exc)}"))
                 return set()
         return {row[0] for row in rows}
 
@@ -108,9 +108,17 @@ class StreamRun:
             self._write(items, (), folded.points)
 
     def commit_due(self) -> None:
-        """Runs about once a second: commit what became durable since the last commit, and publish
-        a due snapshot (a burst followed by quiet gets no later write to publish it)."""
+        """Runs about once a second: check the file (a quiet job also stops within a second of
+        losing it), commit what became durable since the last commit, and publish a due snapshot
+        (a burst followed by quiet gets no later write to publish it)."""
         with self._lock:
+            if self.fault is not None:
+                return
+            try:
+                self.sink.check_file()
+            except StoreFault as exc:
+                self._faulted(exc)
+                return
             self._maybe_commit()
             if self.fault is None:
                 try:

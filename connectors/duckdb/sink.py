@@ -162,7 +162,7 @@ class DuckDBSink:
                 _abort(self.con)
                 raise
         except _STORE_ERRORS as exc:
-            self._fail(f"writing {self.db_path} failed: {_one_line(exc)}")
+            self._fail(f"writing {self.db_path} failed: {one_line(exc)}")
         self._unpublished = True
         self.maybe_publish_snapshot()
         return written
@@ -204,7 +204,7 @@ class DuckDBSink:
         try:
             return self._publish(self.con, self.db_path)
         except _STORE_ERRORS as exc:
-            self._fail(f"publishing a snapshot of {self.db_path} failed: {_one_line(exc)}")
+            self._fail(f"publishing a snapshot of {self.db_path} failed: {one_line(exc)}")
 
     def close(self) -> None:
         """Publish a last snapshot (none after a fault) and close the file."""
@@ -231,7 +231,8 @@ def _abort(con: duckdb.DuckDBPyConnection) -> None:
             pass
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (DuckDB's span several)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -547,3 +547,23 @@ def test_after_a_store_fault_nothing_is_acknowledged_committed_or_read(kafka_bro
     assert stops == [True] and "was removed" in str(run.fault)
     assert ledger.committable() == {("news", 0): 2} and ledger.pending_count() == 4
     assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): 2}
+
+
+def test_a_quiet_job_stops_within_seconds_of_losing_its_file(kafka_broker, tmp_path):
+    """With nothing to write or commit, the once-a-second housekeeping still checks the file."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    produce(bootstrap, encode(records(10)))
+    db, log_path, err_path = tmp_path / "tp.duckdb", tmp_path / "stream.log", tmp_path / "stream.err"
+    job = _stream_process(bootstrap, db, log_path, err_path=err_path, TICKERPULSE_SNAPSHOT_INTERVAL="1s")
+    try:
+        _wait_for_commit(bootstrap, 10, 300, job, log_path)
+        time.sleep(3)  # the last write's snapshot is published: no snapshot is due either
+        db.unlink()
+        job.wait(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == EXIT_STORE_FAULT
+    _assert_one_error_line(err_path, f"tickerpulse stream: error: {db} was removed while this job had it open")
