@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from kafka.errors import KafkaError
 
@@ -30,7 +29,7 @@ from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               check_db_path, check_precision, exit_status, linking)
+                               check_db_path, check_precision, exit_status, linking, pipeline_options)
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
@@ -171,11 +170,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
 
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
-    options = PipelineOptions(beam_args)
-    # A flag neither we nor Beam know is a typo (Beam would only log and drop it).
-    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
-    if unknown:
-        raise UsageError(f"unrecognized arguments: {' '.join('--' + name for name in sorted(unknown))}")
+    options = pipeline_options(beam_args)
     if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         return beam.Pipeline(options=options)
     return beam.Pipeline(runner=FnApiRunner(), options=options)

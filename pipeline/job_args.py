@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.aggregation import AggregationConfig
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
@@ -37,6 +40,9 @@ def add_model_args(p: argparse.ArgumentParser, default_batch_size: int) -> None:
 # Exit status of a run that stored nothing but dead letters (a CSV without published_at, the
 # wrong file, a producer sending garbage): almost certainly not what was meant.
 EXIT_ONLY_DEAD_LETTERS = 3
+# Exit status of a stream whose DuckDB file was removed, replaced or failed a write while it ran
+# (connectors.duckdb.sink.StoreFault): it stopped without committing offsets past what is durable.
+EXIT_STORE_FAULT = 4
 
 
 def exit_status(command: str, scored: int, dead_letters: int) -> int:
@@ -48,13 +54,35 @@ def exit_status(command: str, scored: int, dead_letters: int) -> int:
     return 0
 
 
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam's options from the flags a command left unparsed. A flag neither the command nor Beam
+    knows is a typo, refused as a UsageError (Beam would only log that it dropped it)."""
+    options = PipelineOptions(beam_args)
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" would be a second line
+    try:
+        unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    finally:
+        beam_log.setLevel(level)
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join('--' + name for name in sorted(unknown))}")
+    return options
+
+
 def check_db_path(db: str) -> None:
-    """A --db whose directory does not exist is a bad argument, not a DuckDB traceback."""
+    """A --db whose directory does not exist, or that this process may not write, is a bad
+    argument, not a DuckDB traceback. The directory must be writable too: DuckDB keeps its
+    write-ahead log beside the file."""
     directory = os.path.dirname(os.path.abspath(db))
     if not os.path.isdir(directory):
         raise UsageError(f"--db {db}: directory {directory} does not exist")
     if os.path.isdir(db):
         raise UsageError(f"--db {db} is a directory, not a DuckDB file")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--db {db}: directory {directory} is not writable")
+    if os.path.exists(db) and not os.access(db, os.R_OK | os.W_OK):
+        raise UsageError(f"--db {db}: the file is not writable")
 
 
 # One item can make its ticker emit a point per cadence step across a horizon (a jump in event

@@ -8,35 +8,38 @@
 Delivery: a Kafka offset is committed only after the rows it covers are in DuckDB, and every
 write is idempotent, so a crash anywhere replays at most the uncommitted records and duplicates
 nothing. SIGINT/SIGTERM stop the source, flush, commit and exit 0. App flags are parsed here;
-the rest are Beam flags; locally the runner is FnApiRunner unless ``--runner`` names another.
+the rest are Beam flags (one that neither knows is refused, exit 2); locally the runner is
+FnApiRunner unless ``--runner`` names another. A DuckDB file removed, replaced or failing a
+write while the job runs stops it with one line, exit 4, before any further offset commit.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from connectors.duckdb.sink import DuckDBSink, memory_limit
+from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
 from connectors.kafka.offsets import BrokerLag, OffsetCommitter, forget_ledger, ledger_for
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               check_db_path, check_precision, exit_status, linking)
+                               EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking,
+                               pipeline_options)
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
-from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
-                                        StreamRecencyAttention, StreamRun, WriteStream, register_run,
-                                        unregister_run)
+from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, StreamNovelty, StreamRecencyAttention,
+                                        StreamRun, WriteStream, register_run, unregister_run)
 from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 
@@ -67,9 +70,6 @@ def parser() -> argparse.ArgumentParser:
                    metavar="DURATION",
                    help="an item this much older than its ticker's latest point still restates the points "
                         "it changes; an older one is stored and counted as late (default: the horizon)")
-    p.add_argument("--aggregation", choices=("state", "windows"), default=env_default("aggregation", "state"),
-                     help="state: per-ticker state in the job, works on the local runner (default); "
-                          "windows: native event-time windows, for runners whose watermark advances")
     add_model_args(p, 64)
     add_linking_args(p)
     obs = p.add_argument_group("observability")
@@ -100,8 +100,7 @@ def check(args: argparse.Namespace) -> AggregationConfig:
     return aggregation_config(args)
 
 
-def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig,
-          cfg: AggregationConfig, links: Linking) -> None:
+def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking) -> None:
     """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
     run_id = source.run_id
     parsed = pipeline | "Read Kafka" >> ReadFromKafka(source) | "Parse" >> Parse()
@@ -113,20 +112,14 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
               | "Novelty" >> StreamNovelty(run_id)
               | "Score" >> Score(handler))
     items = scored["items"] | "Relevance" >> Relevance()
-    if args.aggregation == "windows":
-        points = items | "Aggregate" >> EventTimeRecencyAttention(cfg)
-        _ = items | "Write items" >> WriteStream(run_id, "items")
-        _ = points | "Write sentiment" >> WriteStream(run_id, "points")
-    else:
-        _ = items | "Aggregate and write" >> StreamRecencyAttention(run_id)
+    _ = items | "Aggregate and write" >> StreamRecencyAttention(run_id)
     _ = parsed[DEAD] | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
     _ = scored[DEAD] | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
     _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
 
 
-def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
-    options = PipelineOptions(beam_args)
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    if options.view_as(StandardOptions).runner is not None:
         return beam.Pipeline(options=options)
     _consolidate_runner_metrics_eagerly()
     return beam.Pipeline(runner=FnApiRunner(), options=options)
@@ -173,6 +166,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     args, beam_args = parser().parse_known_args(argv)
     fill_list_env_defaults(args, "topics")
     cfg = check(args)
+    options = pipeline_options(beam_args)
     check_db_path(args.db)
     links = linking(args)
     run_id = f"stream-{uuid.uuid4()}"
@@ -189,17 +183,20 @@ def run_stream(argv: list[str]) -> StreamMetrics:
         sink.write(points=points)
         log.info("resumed state from %s: %d items replayed, %d tickers, %d open points recomputed",
                  args.db, replayed, len(state.tickers), len(points))
-    committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger)
-    stream = StreamRun(sink, ledger, committer, metrics, state)
+    committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger, before_commit=sink.check_file)
+    stream = StreamRun(sink, ledger, committer, metrics, state, on_fault=control.request_stop)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
     broker_lag.start()
     progress = PeriodicLogger(metrics, args.metrics_interval, every_second=stream.commit_due).start()
     try:
         with stop_on_signals(control):
-            pipeline = make_pipeline(beam_args)
-            build(pipeline, args, source, cfg, links)
+            pipeline = make_pipeline(options)
+            build(pipeline, args, source, links)
             pipeline.run().wait_until_finish()
+    except Exception:
+        if stream.fault is None:  # a store fault explains whatever else failed after it
+            raise
     finally:
         progress.stop()
         stream.close()  # final commit of what is durable, snapshot, close the file
@@ -211,6 +208,8 @@ def run_stream(argv: list[str]) -> StreamMetrics:
         unregister_run(run_id)
         forget_ledger(run_id)
         forget_run(run_id)
+    if stream.fault is not None:
+        raise stream.fault
     log.info(metrics.line())
     return metrics
 
@@ -227,6 +226,11 @@ def quiet_library_logs() -> None:
 
 def run(argv: list[str]) -> int:
     quiet_library_logs()
-    metrics = run_stream(argv)
+    try:
+        metrics = run_stream(argv)
+    except StoreFault as exc:
+        print(f"tickerpulse stream: error: {exc}; stopped before committing offsets past the last "
+              "durable write (the next run replays the rest)", file=sys.stderr)
+        return EXIT_STORE_FAULT
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
     return exit_status("stream", metrics.scored, metrics.dead_lettered)

@@ -6,8 +6,7 @@ it has finished, so any GroupByKey or Flatten after the source would hold everyt
 the job stops. These steps are therefore plain DoFns (no grouping), which the runner fuses with
 the source: a record flows from Kafka to DuckDB inside one bundle. The per-ticker and novelty
 state they update is a :class:`pipeline.stream_state.StreamState` in the job's process, rebuilt
-from DuckDB on restart. :class:`EventTimeRecencyAttention` keeps native sliding windows for
-runners whose watermark advances (Dataflow, Flink).
+from DuckDB on restart.
 
 Everything the job shares in its process (writer, offset ledger, metrics, state) hangs off a
 :class:`StreamRun` found by run id.
@@ -17,16 +16,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import apache_beam as beam
-from apache_beam.transforms.window import SlidingWindows, TimestampedValue
-from apache_beam.utils.timestamp import Duration
+import duckdb
 from apache_beam.utils.windowed_value import WindowedValue
 
-from connectors.duckdb.sink import DuckDBSink
+from connectors.duckdb.sink import DuckDBSink, StoreFault, one_line
 from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
-from models.aggregation import AggregationConfig, SentimentPoint, aggregate_series
+from models.aggregation import SentimentPoint
 from pipeline.metrics import StreamMetrics
 from pipeline.records import DeadLetter, Item
 from pipeline.stream_state import StreamState
@@ -43,15 +41,22 @@ class StreamRun:
 
     ``write`` is the durability point: rows in one DuckDB transaction, then their Kafka offsets
     acknowledged in the ledger, then (throttled) the consumer-group commit.
+
+    A ``StoreFault`` (the file removed, replaced or failing, see ``DuckDBSink``) ends the run's
+    writing: it is kept in ``fault``, ``on_fault`` is called once (the job stops its source), and
+    from then on rows are neither written nor acknowledged and no offset is committed, so the
+    records since the last commit are replayed by the next run.
     """
 
     def __init__(self, sink: DuckDBSink, ledger: DeliveryLedger, committer: OffsetCommitter | None,
-                 metrics: StreamMetrics, state: StreamState) -> None:
+                 metrics: StreamMetrics, state: StreamState, on_fault: Callable[[], None] = lambda: None) -> None:
         self.sink = sink
         self.ledger = ledger
         self.committer = committer
         self.metrics = metrics
         self.state = state
+        self.on_fault = on_fault
+        self.fault: StoreFault | None = None
         self._lock = threading.Lock()
         self._lookup = sink.con.cursor()
 
@@ -59,10 +64,17 @@ class StreamRun:
         """Which of these ids are already in DuckDB (written by an earlier bundle or run)?
 
         One query per bundle: a semi-join of the id list with the items table measured 14 ms for
-        500 ids over 1M rows, where 500 point lookups took 280 ms."""
+        500 ids over 1M rows, where 500 point lookups took 280 ms. After a fault: none (the rows
+        are not written either)."""
         with self._lock:
-            rows = self._lookup.execute("SELECT id FROM items WHERE id IN (SELECT unnest(?::VARCHAR[]))",
-                                        [item_ids]).fetchall()
+            if self.fault is not None:
+                return set()
+            try:
+                rows = self._lookup.execute("SELECT id FROM items WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                                            [item_ids]).fetchall()
+            except duckdb.Error as exc:
+                self._faulted(StoreFault(f"reading {self.sink.db_path} failed: {one_line(exc)}"))
+                return set()
         return {row[0] for row in rows}
 
     def write(self, items: list[Item] = (), dead_letters: list[DeadLetter] = (),
@@ -71,54 +83,94 @@ class StreamRun:
             self._write(items, dead_letters, points)
 
     def _write(self, items: list[Item], dead_letters: list[DeadLetter], points: list[SentimentPoint]) -> None:
-        self.sink.write(items, dead_letters, points)
+        if self.fault is not None:
+            return
+        try:
+            self.sink.write(items, dead_letters, points)
+        except StoreFault as exc:
+            self._faulted(exc)
+            return
         now_ms = time.time() * 1000
         for record in (*items, *dead_letters):
             if record.kafka_topic is not None:
                 self._acked(record.kafka_topic, record.kafka_partition, record.kafka_offset, now_ms)
         self.metrics.add(scored=len(items), dead_lettered=len(dead_letters), points=len(points))
-        if self.committer is not None:
-            self.committer.maybe_commit()
+        self._maybe_commit()
 
     def write_scored(self, items: list[Item]) -> None:
         """Fold scored items into the state and write them with every point they changed, in one
         transaction: no crash can store a bundle's items without its points."""
         with self._lock:
+            if self.fault is not None:
+                return
             folded = self.state.fold([(ticker, *row) for item in items for ticker, row in per_ticker(item)])
             self.metrics.add(late=folded.late)
             self._write(items, (), folded.points)
 
     def commit_due(self) -> None:
-        """Runs about once a second: commit what became durable since the last commit, and publish
-        a due snapshot (a burst followed by quiet gets no later write to publish it)."""
+        """Runs about once a second: check the file (a quiet job also stops within a second of
+        losing it), commit what became durable since the last commit, and publish a due snapshot
+        (a burst followed by quiet gets no later write to publish it)."""
         with self._lock:
-            if self.committer is not None:
-                self.committer.maybe_commit()
-            self.sink.maybe_publish_snapshot()
+            if self.fault is not None:
+                return
+            try:
+                self.sink.check_file()
+            except StoreFault as exc:
+                self._faulted(exc)
+                return
+            self._maybe_commit()
+            if self.fault is None:
+                try:
+                    self.sink.maybe_publish_snapshot()
+                except StoreFault as exc:
+                    self._faulted(exc)
 
     def dropped(self, items: list[Item]) -> None:
         """Duplicates need no row: acknowledging them lets the committed offset move past them."""
         with self._lock:
+            if self.fault is not None:
+                return
             now_ms = time.time() * 1000
             for item in items:
                 if item.kafka_topic is not None:
                     self._acked(item.kafka_topic, item.kafka_partition, item.kafka_offset, now_ms)
             self.metrics.add(duplicates=len(items))
-            if self.committer is not None:
-                self.committer.maybe_commit()
+            self._maybe_commit()
 
     def _acked(self, topic: str, partition: int, offset: int, now_ms: float) -> None:
         produced_ms = self.ledger.ack((topic, partition), offset)
         if produced_ms is not None and produced_ms >= 0:
             self.metrics.observe_latency(max(0.0, now_ms - produced_ms) / 1000)
 
-    def close(self) -> None:
-        with self._lock:
-            if self.committer is not None:
+    def _maybe_commit(self, final: bool = False) -> None:
+        if self.committer is None or self.fault is not None:
+            return
+        try:
+            if final:
                 self.committer.commit()
+            else:
+                self.committer.maybe_commit()
+        except StoreFault as exc:
+            self._faulted(exc)
+
+    def _faulted(self, fault: StoreFault) -> None:
+        if self.fault is None:
+            self.fault = fault
+            self.on_fault()
+
+    def close(self) -> None:
+        """The final commit of what is durable (none after a fault), then close the file; a fault
+        found on the way is kept in ``fault``."""
+        with self._lock:
+            self._maybe_commit(final=True)
+            if self.committer is not None:
                 self.committer.close()
             self._lookup.close()
-            self.sink.close()
+            try:
+                self.sink.close()
+            except StoreFault as exc:
+                self._faulted(exc)
 
 
 _RUNS: dict[str, StreamRun] = {}
@@ -216,37 +268,6 @@ class StreamRecencyAttention(beam.PTransform):
         return items | "Fold and write" >> beam.ParDo(_WriteFn(self.run_id, SCORED, self.max_rows))
 
 
-def _point_at_window_end(keyed, cfg: AggregationConfig, window=beam.DoFn.WindowParam) -> Iterator[SentimentPoint]:
-    ticker, rows = keyed
-    as_of = window.end.micros / 1e6
-    for point in aggregate_series(ticker, list(rows), cfg):
-        if point.ts_s == as_of:
-            yield point
-
-
-class EventTimeRecencyAttention(beam.PTransform):
-    """For runners whose watermark advances: a sliding window of the horizon every cadence step.
-
-    A window [t - H, t) holds the items of the as-of time t once timestamps are shifted back by
-    one microsecond (the horizon is t - H < t_i <= t). It emits the point at t when an item falls
-    in t's cadence bucket; the stateful form also fills the grid points between sparse items.
-    """
-
-    def __init__(self, cfg: AggregationConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-
-    def expand(self, items):
-        cfg = self.cfg
-        return (items
-                | "Per ticker" >> beam.FlatMap(
-                    lambda item: [TimestampedValue(kv, kv[1][1] - 1e-6) for kv in per_ticker(item)])
-                | "Horizon windows" >> beam.WindowInto(SlidingWindows(size=Duration.of(cfg.horizon_s),
-                                                                      period=Duration.of(cfg.cadence_s)))
-                | "Group by ticker" >> beam.GroupByKey()
-                | "Point at window end" >> beam.FlatMap(_point_at_window_end, cfg))
-
-
 class _WriteFn(beam.DoFn):
     """Buffers a bundle's rows of one kind and writes them at its end (bundles are one poll)."""
 
@@ -275,15 +296,15 @@ class _WriteFn(beam.DoFn):
         elif self.kind == SCORED:
             run.write_scored(self._rows)
         else:
-            run.write(**{self.kind: self._rows})
+            run.write(dead_letters=self._rows)
         self._rows = []
 
 
 class WriteStream(beam.PTransform):
-    """Rows of one kind (items, dead_letters, points, scored: items with their points, or
-    duplicate: acknowledged, not stored)."""
+    """Rows of one kind: dead_letters (stored), or duplicate (acknowledged, not stored). Scored
+    items are written with their points by ``StreamRecencyAttention``."""
 
-    KINDS = ("items", "dead_letters", "points", SCORED, DUPLICATE)
+    KINDS = ("dead_letters", DUPLICATE)
 
     def __init__(self, run_id: str, kind: str, max_rows: int = 5000) -> None:
         super().__init__()

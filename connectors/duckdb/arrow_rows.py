@@ -1,4 +1,4 @@
-"""Records -> Arrow tables whose columns are exactly the DuckDB tables (connectors/duckdb/schema.py).
+"""Records -> Arrow tables whose columns are exactly the DuckDB tables (``connectors.duckdb.schema.TABLES``).
 
 One conversion for both sinks: the DuckDB writer inserts these tables, the Parquet sink writes
 them as files that DuckDB later reads with ``read_parquet``.
@@ -11,33 +11,15 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from connectors.duckdb.schema import TABLES
 from pipeline.records import DeadLetter, Item
 
-_TS = pa.timestamp("us", tz="UTC")
-
-ITEMS = pa.schema([
-    ("id", pa.string()), ("ts", _TS), ("source", pa.string()), ("text", pa.string()),
-    ("url", pa.string()), ("author", pa.string()), ("lang", pa.string()),
-    ("text_key", pa.string()), ("novelty_n", pa.int32()), ("label", pa.string()),
-    ("score", pa.float64()), ("prob_negative", pa.float64()), ("prob_neutral", pa.float64()),
-    ("prob_positive", pa.float64()), ("confidence", pa.float64()), ("relevance", pa.float64()),
-    ("model", pa.string()), ("ingested_at", _TS), ("kafka_topic", pa.string()),
-    ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
-])
-ITEM_TICKERS = pa.schema([("item_id", pa.string()), ("ticker", pa.string()), ("link", pa.string())])
-TOP_ITEM = pa.struct([("item_id", pa.string()), ("weight", pa.float64())])
-TICKER_SENTIMENT = pa.schema([
-    ("ticker", pa.string()), ("ts", _TS), ("half_life_s", pa.float64()), ("sentiment", pa.float64()),
-    ("n_items", pa.int32()), ("ess", pa.float64()), ("mean_score", pa.float64()),
-    ("top_items", pa.list_(TOP_ITEM)),
-])
-DEAD_LETTERS = pa.schema([
-    ("id", pa.string()), ("raw", pa.binary()), ("reason", pa.string()), ("stage", pa.string()),
-    ("source_location", pa.string()), ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()),
-    ("kafka_offset", pa.int64()), ("seen_at", _TS),
-])
-SCHEMAS = {"items": ITEMS, "item_tickers": ITEM_TICKERS, "ticker_sentiment": TICKER_SENTIMENT,
-           "dead_letters": DEAD_LETTERS}
+# The Arrow schemas of the tables, derived from their one declaration.
+SCHEMAS: dict[str, pa.Schema] = {name: table.arrow_schema() for name, table in TABLES.items()}
+ITEMS = SCHEMAS["items"]
+ITEM_TICKERS = SCHEMAS["item_tickers"]
+TICKER_SENTIMENT = SCHEMAS["ticker_sentiment"]
+DEAD_LETTERS = SCHEMAS["dead_letters"]
 
 
 def item_row(item: Item, ingested_at: datetime) -> dict:

@@ -5,12 +5,18 @@ DuckDB allows one writing process per file, so every pipeline funnels its rows t
 changes nothing); sentiment points are ``ON CONFLICT DO UPDATE`` (a rerun writes the same value,
 and the streaming job may overwrite a provisional point with its final value). Within one write,
 the last version given of a point wins (``last_version_per_point``).
+
+The sink also guards the file it writes (``StoreFault``): before each transaction commits and
+before each snapshot it checks that the path still names the file it opened, and a failed write
+(disk full, I/O error) stops it for good, so nothing downstream treats lost rows as durable.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -20,25 +26,27 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from connectors.duckdb import arrow_rows
-from connectors.duckdb.schema import create_schema
+from connectors.duckdb.schema import TABLES, create_schema
 from pipeline.records import DeadLetter, Item
 
 log = logging.getLogger(__name__)
 
-SENTIMENT_KEY = ("ticker", "ts", "half_life_s")
+SENTIMENT_KEY = TABLES["ticker_sentiment"].key
 
-# DISTINCT ON keeps an arbitrary row per key: ``write_tables`` passes one row per point already
-# (the last version); it only matters for Parquet imports, whose points are written once each.
-_INSERT = {
-    "items": "INSERT INTO items SELECT DISTINCT ON (id) * FROM incoming ON CONFLICT DO NOTHING",
-    "item_tickers": "INSERT INTO item_tickers SELECT DISTINCT * FROM incoming ON CONFLICT DO NOTHING",
-    "dead_letters": "INSERT INTO dead_letters SELECT DISTINCT ON (id) * FROM incoming ON CONFLICT DO NOTHING",
-    "ticker_sentiment": (
-        "INSERT INTO ticker_sentiment SELECT DISTINCT ON (ticker, ts, half_life_s) * FROM incoming "
-        "ON CONFLICT DO UPDATE SET sentiment = excluded.sentiment, n_items = excluded.n_items, "
-        "ess = excluded.ess, mean_score = excluded.mean_score, top_items = excluded.top_items"
-    ),
-}
+
+class StoreFault(Exception):
+    """The DuckDB file can no longer be trusted with writes: removed or replaced since the sink
+    opened it, or a write to it failed. ``str()`` is one line for the user."""
+
+
+# What a failing disk or file raises: DuckDB's I/O errors, a commit it could not write (its WAL
+# write failed) and fatal errors that invalidate the database; OSError from the snapshot copy.
+_STORE_ERRORS = (duckdb.IOException, duckdb.TransactionException, duckdb.FatalException, OSError)
+
+
+def _file_identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def memory_limit(text: str) -> str:
@@ -84,12 +92,17 @@ class DuckDBSink:
     snapshot for concurrent readers at most that often (connectors.duckdb.snapshot).
     ``memory_limit`` caps DuckDB's buffer cache, which otherwise may grow to 80% of RAM in a
     long-running job.
+
+    Its first ``StoreFault`` sticks: every later write or snapshot raises it again, and ``close``
+    publishes nothing.
     """
 
     def __init__(self, db_path: str, snapshot_interval_s: float | None = None,
                  memory_limit: str | None = None) -> None:
         self.db_path = db_path
         self.con = _connect_writer(db_path, {"memory_limit": memory_limit} if memory_limit else {})
+        self._identity = _file_identity(db_path)  # (st_dev, st_ino) of the file this connection writes
+        self.fault: StoreFault | None = None
         create_schema(self.con)
         self.snapshot_interval_s = snapshot_interval_s
         self._last_snapshot = float("-inf")  # the first write publishes: readers never wait a whole interval
@@ -108,25 +121,48 @@ class DuckDBSink:
         }
         return self.write_tables({name: table for name, table in tables.items() if table is not None})
 
-    def write_tables(self, tables: dict[str, pa.Table]) -> dict[str, int]:
-        """Insert Arrow tables shaped like ``arrow_rows.SCHEMAS`` (one transaction)."""
-        written: dict[str, int] = {}
-        self.con.execute("BEGIN TRANSACTION")
+    def check_file(self) -> None:
+        """Raise ``StoreFault`` if the path no longer names the file this sink opened (removed,
+        or another file moved onto it): rows written now would land in a file nobody can open."""
+        if self.fault is not None:
+            raise self.fault
         try:
-            for name, table in tables.items():
-                if table.num_rows == 0:
-                    continue
-                if name == "ticker_sentiment":
-                    table = last_version_per_point(table)
-                self.con.register("incoming", table)
-                try:
-                    written[name] = self.con.execute(_INSERT[name]).fetchone()[0]
-                finally:
+            identity = _file_identity(self.db_path)
+        except FileNotFoundError:
+            self._fail(f"{self.db_path} was removed while this job had it open")
+        except OSError as exc:
+            self._fail(f"cannot check {self.db_path}: {exc.strerror or exc}")
+        if identity != self._identity:
+            self._fail(f"{self.db_path} was replaced by another file while this job had it open")
+
+    def _fail(self, message: str) -> NoReturn:
+        self.fault = StoreFault(message)
+        raise self.fault
+
+    def write_tables(self, tables: dict[str, pa.Table]) -> dict[str, int]:
+        """Insert Arrow tables shaped like ``arrow_rows.SCHEMAS`` (one transaction).
+
+        The file is checked right before the commit; a fault rolls the transaction back."""
+        self.check_file()
+        written: dict[str, int] = {}
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                for name, table in tables.items():
+                    if table.num_rows == 0:
+                        continue
+                    if name == "ticker_sentiment":
+                        table = last_version_per_point(table)
+                    self.con.register("incoming", table)
+                    written[name] = self.con.execute(TABLES[name].insert_sql()).fetchone()[0]
                     self.con.unregister("incoming")
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+                self.check_file()
+                self.con.execute("COMMIT")
+            except BaseException:
+                _abort(self.con)
+                raise
+        except _STORE_ERRORS as exc:
+            self._fail(f"writing {self.db_path} failed: {one_line(exc)}")
         self._unpublished = True
         self.maybe_publish_snapshot()
         return written
@@ -142,7 +178,7 @@ class DuckDBSink:
                     continue
                 quoted = pattern.replace("'", "''")  # a view cannot take parameters
                 self.con.execute(f"CREATE OR REPLACE TEMP VIEW incoming AS SELECT * FROM read_parquet('{quoted}')")
-                written[name] = self.con.execute(_INSERT[name]).fetchone()[0]
+                written[name] = self.con.execute(TABLES[name].insert_sql()).fetchone()[0]
             self.con.execute("DROP VIEW IF EXISTS incoming")
             self.con.execute("COMMIT")
         except BaseException:
@@ -162,19 +198,42 @@ class DuckDBSink:
         if not force and (not self._unpublished
                           or time.monotonic() - self._last_snapshot < self.snapshot_interval_s):
             return None
+        self.check_file()  # the copy reads the path: a replacement would be published as ours
         self._last_snapshot = time.monotonic()
         self._unpublished = False
-        return self._publish(self.con, self.db_path)
+        try:
+            return self._publish(self.con, self.db_path)
+        except _STORE_ERRORS as exc:
+            self._fail(f"publishing a snapshot of {self.db_path} failed: {one_line(exc)}")
 
     def close(self) -> None:
-        self.maybe_publish_snapshot(force=True)
-        self.con.close()
+        """Publish a last snapshot (none after a fault) and close the file."""
+        try:
+            if self.fault is None:
+                self.maybe_publish_snapshot(force=True)
+        finally:
+            self.con.close()
 
     def __enter__(self) -> "DuckDBSink":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _abort(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if a transaction is still open (a failed COMMIT has already ended it), then drop
+    the registered rows (an aborted transaction refuses that); the error being raised wins."""
+    for statement in (lambda: con.execute("ROLLBACK"), lambda: con.unregister("incoming")):
+        try:
+            statement()
+        except duckdb.Error:
+            pass
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (DuckDB's span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _snapshot_publisher():

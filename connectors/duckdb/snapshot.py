@@ -36,7 +36,8 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike)
 
     The copy runs in a child process (``cp``): DuckDB's lock on the file is a POSIX fcntl lock,
     which the kernel drops as soon as *this* process closes any descriptor of the file, so an
-    in-process copy would silently unlock the database for other writers.
+    in-process copy would silently unlock the database for other writers. A failed copy raises
+    OSError with cp's reason and leaves no temporary behind.
     """
     target = snapshot_path(db_path)
     temporary = f"{target}{TEMPORARY_INFIX}{os.getpid()}"
@@ -44,7 +45,10 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: str | os.PathLike)
     checkpoint_time = time.time()
     con.execute("CHECKPOINT")
     try:
-        subprocess.run(["cp", os.fspath(db_path), temporary], check=True, capture_output=True)
+        copy = subprocess.run(["cp", os.fspath(db_path), temporary], capture_output=True, text=True)
+        if copy.returncode != 0:  # the file vanished, the disk is full: one line, not a traceback
+            reason = copy.stderr.strip().splitlines()[-1] if copy.stderr.strip() else f"exit {copy.returncode}"
+            raise OSError(f"copying {os.fspath(db_path)} to {temporary} failed: {reason}")
         os.utime(temporary, (checkpoint_time, checkpoint_time))
         os.replace(temporary, target)
     finally:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
@@ -107,11 +108,13 @@ class OffsetCommitter:
 
     A failed commit is logged and retried at the next call: offsets only move forward once the
     broker accepted them, and an uncommitted offset only means a replay that the idempotent sink
-    absorbs.
+    absorbs. ``before_commit`` runs right before each commit is sent (the streaming job checks
+    there that its DuckDB file is still the one it wrote); whatever it raises, nothing is sent.
     """
 
     def __init__(self, bootstrap_servers: str, group_id: str, ledger: DeliveryLedger,
-                 interval_s: float = 1.0, timeout_ms: int = 5000, **consumer_config: object) -> None:
+                 interval_s: float = 1.0, timeout_ms: int = 5000,
+                 before_commit: Callable[[], None] | None = None, **consumer_config: object) -> None:
         self._config = dict(bootstrap_servers=bootstrap_servers, group_id=group_id,
                             enable_auto_commit=False, client_id="tickerpulse-committer",
                             **consumer_config)
@@ -119,6 +122,7 @@ class OffsetCommitter:
         self.ledger = ledger
         self.interval_s = interval_s
         self.timeout_ms = timeout_ms  # a commit never blocks the writer longer than this
+        self.before_commit = before_commit
         self._consumer: KafkaConsumer | None = None
         self._last_commit = float("-inf")
 
@@ -136,6 +140,8 @@ class OffsetCommitter:
         try:
             if self._consumer is None:
                 self._consumer = KafkaConsumer(**self._config)
+            if self.before_commit is not None:
+                self.before_commit()  # after connecting: as close to the send as it gets
             self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                                    for (t, p), o in offsets.items()}, timeout_ms=self.timeout_ms)
         except KafkaError as exc:

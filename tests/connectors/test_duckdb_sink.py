@@ -1,18 +1,25 @@
 """The DuckDB writer: Arrow inserts, idempotent replays, sentiment points overwritten in place."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
 
 from connectors.duckdb import arrow_rows
-from connectors.duckdb.sink import DuckDBSink, memory_limit
+from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
+from connectors.duckdb.schema import TABLES, create_schema
+from connectors.duckdb.snapshot import snapshot_path
 from models.aggregation import SentimentPoint
 from pipeline.records import DeadLetter, Item
 
 TS = datetime(2024, 5, 1, 8, tzinfo=timezone.utc)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def scored(item_id: str, tickers=("AAPL",)) -> Item:
@@ -56,7 +63,6 @@ def test_a_failed_write_rolls_back_everything(tmp_path):
 
 
 def test_snapshots_are_published_for_concurrent_readers(tmp_path):
-    from connectors.duckdb.snapshot import snapshot_path
 
     db = str(tmp_path / "s.duckdb")
     with DuckDBSink(db, snapshot_interval_s=3600) as sink:
@@ -117,3 +123,93 @@ def test_the_last_version_of_a_point_in_one_write_wins(tmp_path):
     for ticker, ts_s, half_life_s, sentiment, n_items in stored:
         final = last[(ticker, ts_s, half_life_s)]
         assert (sentiment, n_items) == (final.sentiment, final.n_items)
+
+
+def test_a_removed_file_is_a_fault_and_nothing_more_is_written(tmp_path):
+    """DuckDB keeps writing an unlinked file through its descriptor: rows nobody can ever open."""
+    db = tmp_path / "s.duckdb"
+    keep = tmp_path / "kept.duckdb"
+    sink = DuckDBSink(str(db))
+    sink.write([scored("a")])
+    os.link(db, keep)  # the inode stays readable, so the test can see what reached it
+    db.unlink()
+    with pytest.raises(StoreFault, match="was removed while this job had it open"):
+        sink.write([scored("b")])
+    with pytest.raises(StoreFault):  # the fault sticks: a file that came back is not trusted
+        sink.write([scored("c")])
+    sink.close()
+    assert not db.exists()
+    con = duckdb.connect(str(keep), read_only=True)
+    try:
+        assert con.execute("SELECT id FROM items").fetchall() == [("a",)]  # b was rolled back
+    finally:
+        con.close()
+
+
+def test_a_replaced_file_is_a_fault_and_is_neither_written_nor_published(tmp_path):
+    db, other = tmp_path / "s.duckdb", tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    sink = DuckDBSink(str(db), snapshot_interval_s=3600)
+    sink.write([scored("a")])
+    published = os.stat(snapshot_path(db)).st_mtime_ns
+    os.replace(other, db)
+    with pytest.raises(StoreFault, match="was replaced by another file"):
+        sink.write([scored("b")])
+    with pytest.raises(StoreFault):
+        sink.maybe_publish_snapshot(force=True)
+    sink.close()  # no last snapshot of the replacement either
+    assert os.stat(snapshot_path(db)).st_mtime_ns == published
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 0  # untouched
+    finally:
+        con.close()
+
+
+def test_a_failing_write_is_a_fault_in_one_line(tmp_path):
+    """A real write error: the job's file-size limit (RLIMIT_FSIZE) makes DuckDB's WAL write fail,
+    as a full disk would."""
+    db = tmp_path / "s.duckdb"
+    code = ("import resource, signal, sys; from connectors.duckdb.sink import DuckDBSink, StoreFault\n"
+            "from tests.connectors.test_duckdb_sink import scored\n"
+            "sink = DuckDBSink(sys.argv[1])\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+            "try:\n"
+            "    for n in range(2000): sink.write([scored(f'{n}-{i}') for i in range(50)])\n"
+            "except StoreFault as exc: print(exc)\n"
+            "try: sink.write([scored('after')])\n"
+            "except StoreFault as exc: print('again:', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(db)], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, again = out.stdout.strip().splitlines()
+    assert first.startswith(f"writing {db} failed: ") and "File too large" in first
+    assert again == f"again: {first}"
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_each_declared_type_means_the_same_in_duckdb_and_arrow(name):
+    """The DDL and the Arrow schema derive from one declaration; this checks that each declared
+    pair (DuckDB type, Arrow type) is one type: DuckDB reads the Arrow schema as the table's own."""
+    con = duckdb.connect()
+    create_schema(con)
+    con.register("incoming", arrow_rows.SCHEMAS[name].empty_table())
+    con.execute("CREATE TABLE probe AS SELECT * FROM incoming")
+    types_sql = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position"
+    assert con.execute(types_sql, ["probe"]).fetchall() == con.execute(types_sql, [name]).fetchall()
+    assert con.execute(TABLES[name].insert_sql()).fetchone() == (0,)
+
+
+def test_inserts_name_their_columns_so_a_table_in_another_column_order_still_loads(tmp_path):
+    """A file whose table has the declared columns in another order (as ALTER TABLE ... ADD
+    COLUMN leaves an upgraded one) takes the same rows: the insert lists columns by name."""
+    db = str(tmp_path / "s.duckdb")
+    con = duckdb.connect(db)
+    con.execute("CREATE TABLE item_tickers (link VARCHAR NOT NULL, ticker VARCHAR NOT NULL, "
+                "item_id VARCHAR NOT NULL, PRIMARY KEY (item_id, ticker))")
+    con.close()
+    with DuckDBSink(db) as sink:
+        sink.write([scored("a", ("AAPL", "MSFT"))])
+        assert sink.con.execute("SELECT item_id, ticker, link FROM item_tickers ORDER BY ticker").fetchall() == [
+            ("a", "AAPL", "field"), ("a", "MSFT", "field")]

@@ -105,6 +105,20 @@ def test_publish_snapshot_is_a_complete_readable_copy(db):
     assert abs(os.stat(path).st_mtime - time.time()) < 5
 
 
+def test_a_vanished_file_fails_the_copy_with_cps_reason_and_leaves_nothing(db):
+    """The streaming job once died with a CalledProcessError traceback from ``cp`` here."""
+    con = duckdb.connect(db)
+    create_schema(con)
+    os.remove(db)
+    with pytest.raises(OSError) as failure:
+        publish_snapshot(con, db)
+    assert type(failure.value) is OSError  # not subprocess.CalledProcessError
+    message = str(failure.value)
+    assert message.startswith(f"copying {db} to {snapshot_path(db)}.tmp-") and "No such file or directory" in message
+    assert "\n" not in message
+    assert not list(Path(db).parent.glob("*.tmp-*")) and not Path(snapshot_path(db)).exists()
+
+
 def test_publishing_keeps_the_writers_lock(db):
     """An in-process copy would close a descriptor of the file and drop DuckDB's fcntl lock."""
     con = duckdb.connect(db)

@@ -3,25 +3,27 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import apache_beam as beam
 import duckdb
 import pytest
 from kafka import KafkaProducer
 
 from connectors.kafka.embedded import create_topics, free_port
 from connectors.kafka.offsets import committed_offsets
-from connectors.kafka.source import KafkaSourceConfig
 from models.aggregation import AggregationConfig
 from pipeline import backfill, stream
 from pipeline.cli import main
+from pipeline.job_args import EXIT_STORE_FAULT
 from pipeline.metrics import StreamMetrics, serve_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +95,8 @@ def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker,
     points_sql = "SELECT ticker, ts, half_life_s, n_items, sentiment FROM ticker_sentiment ORDER BY ALL"
     before = query(db, points_sql)
     monkeypatch.setenv("TICKERPULSE_DUCKDB_MEMORY_LIMIT", "256MB")  # a capped cache changes no result
-    metrics = stream.run_stream(stream_args(bootstrap, db, "--until-idle", "1s"))
+    # ... and takes Beam's own flags as ever (only a flag neither knows is refused).
+    metrics = stream.run_stream(stream_args(bootstrap, db, "--until-idle", "1s", "--direct_num_workers=1"))
     assert metrics.consumed == 0
     assert query(db, "SELECT count(*) FROM items") == [(40,)]
     after = query(db, points_sql)
@@ -130,14 +133,18 @@ def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path):
     assert query(streamed, "SELECT raw, source_location FROM dead_letters") == [(b"not json", "news/0/63")]
 
 
-def _stream_process(bootstrap: str, db: Path, log_path: Path, *extra: str, **env_values: str) -> subprocess.Popen:
+def _stream_process(bootstrap: str, db: Path, log_path: Path, *extra: str, err_path: Path | None = None,
+                    preexec_fn: Callable[[], None] | None = None, **env_values: str) -> subprocess.Popen:
+    """The real job in its own process; stdout (and stderr, unless ``err_path``) to ``log_path``."""
     # Small polls: many bundles and commits, so a kill lands between two of them.
     env = {**os.environ, "PYTHONPATH": str(REPO), "TICKERPULSE_METRICS_INTERVAL": "1s",
            "TICKERPULSE_MAX_POLL_RECORDS": "5", **env_values}
-    with open(log_path, "ab") as log_file:  # a file, not a pipe: a full pipe would block the job
+    # Files, not pipes: a full pipe would block the job.
+    with open(log_path, "ab") as log_file, open(err_path or os.devnull, "ab") as err_file:
         return subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "stream",
                                  *stream_args(bootstrap, db, *extra)], env=env, cwd=REPO,
-                                stdout=log_file, stderr=subprocess.STDOUT)
+                                stdout=log_file, stderr=err_file if err_path else subprocess.STDOUT,
+                                preexec_fn=preexec_fn)
 
 
 def _wait_for_commit(bootstrap: str, at_least: int, timeout_s: float, proc: subprocess.Popen,
@@ -229,6 +236,18 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
         assert flag in last and reason in last
 
 
+def test_a_typo_in_a_flag_is_one_line_exit_2_before_anything_opens(tmp_path):
+    """The stream used to hand an unknown flag to Beam, which only logged that it dropped it."""
+    db = tmp_path / "tp.duckdb"
+    out = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "stream", "--bootstrap-servers",
+                          "127.0.0.1:1", "--topics", "t", "--db", str(db), "--topcs", "x"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 2
+    assert out.stderr == "tickerpulse stream: error: unrecognized arguments: --topcs\n"
+    assert not db.exists()
+
+
 def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
     metrics = StreamMetrics(consumed=lambda: 7, lag=lambda: 3)
     metrics.add(scored=5, dead_lettered=1, duplicates=1, points=4, late=2)
@@ -246,17 +265,6 @@ def test_prometheus_endpoint_and_log_line_report_the_same_numbers():
         assert line in body, body
     assert metrics.line() == ("stream: consumed 7, scored 5, dead-lettered 1, duplicates 1, late 2, consumer lag 3, "
                               "end-to-end latency p50 600 ms, p99 992 ms")
-
-
-def test_native_event_time_windows_build_for_runners_whose_watermark_advances(kafka_broker, tmp_path):
-    argv = stream_args(kafka_broker.bootstrap_servers, tmp_path / "x.duckdb", "--aggregation", "windows")
-    args, _ = stream.parser().parse_known_args(argv)
-    source = KafkaSourceConfig(kafka_broker.bootstrap_servers, "g", ("news",), run_id="build-only")
-    pipeline = beam.Pipeline()
-    stream.build(pipeline, args, source, stream.check(args), {})
-    names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
-    assert any(name.endswith("Aggregate/Horizon windows") for name in names)
-    assert not any("Update ticker state" in name for name in names)
 
 
 def test_a_db_in_a_missing_directory_is_one_line(tmp_path, capsys):
@@ -380,3 +388,182 @@ def _visible(db: Path, n_items: int, timeout_s: float) -> float:
             pass  # not created or no snapshot yet
         time.sleep(0.1)
     raise AssertionError(f"{n_items} items not visible within {timeout_s}s")
+
+
+@pytest.mark.parametrize("fault", ["removed", "replaced"])
+def test_a_removed_or_replaced_db_stops_the_job_before_it_commits_lost_records(kafka_broker, tmp_path, fault):
+    """Deleting the file mid-stream once let the job commit offsets for 1,000 records that only
+    reached the unlinked file, and it died with a ``cp`` traceback. A hard link keeps the job's
+    file readable under another name, so the test sees exactly which rows reached it and when."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    n = 600
+    produce(bootstrap, encode(records(n)))
+    db, kept = tmp_path / "tp.duckdb", tmp_path / "kept.duckdb"
+    log_path, err_path = tmp_path / "stream.log", tmp_path / "stream.err"
+    job = _stream_process(bootstrap, db, log_path, err_path=err_path)
+    try:
+        _wait_for_commit(bootstrap, 20, 300, job, log_path)
+        os.link(db, kept)
+        if fault == "removed":
+            db.unlink()
+        else:
+            other = tmp_path / "other.duckdb"
+            duckdb.connect(str(other)).close()
+            os.replace(other, db)
+        faulted_at = time.time()
+        job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == EXIT_STORE_FAULT, err_path.read_text(errors="replace")[-3000:]
+    assert "Traceback" not in log_path.read_text(errors="replace")
+    what = "was removed" if fault == "removed" else "was replaced by another file"
+    _assert_one_error_line(err_path, f"tickerpulse stream: error: {db} {what} while this job had it open")
+
+    # Every committed offset is an item that reached the job's file before the fault.
+    committed = committed_offsets(bootstrap, "tp-test", [("news", 0)])[("news", 0)]
+    assert 20 <= committed < n
+    durable = {row[0] for row in query(kept, "SELECT kafka_offset FROM items WHERE epoch(ingested_at) <= "
+                                             f"{faulted_at}")}
+    assert set(range(committed)) <= durable
+
+    # The next run against the right file replays the rest: every record once.
+    os.replace(kept, db)
+    assert stream.run(stream_args(bootstrap, db, "--until-idle", "2s")) == 0
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM items") == [(n, n)]
+    assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): n}
+
+
+def _assert_one_error_line(err_path: Path, starts_with: str) -> None:
+    errors = err_path.read_text(errors="replace")
+    assert "Traceback" not in errors, errors[-3000:]
+    error_lines = [line for line in errors.splitlines() if "error" in line.lower()]
+    assert error_lines == [errors.strip().splitlines()[-1]], errors[-3000:]  # one line, the last
+    assert error_lines[0].startswith(starts_with), error_lines[0]
+
+
+FILE_SIZE_LIMIT = 3_000_000  # bytes: more than the job's first writes need, less than 600 records
+
+
+def _limit_file_size() -> None:
+    """In the job's process: files may not grow past the limit, and a write past it fails with
+    EFBIG (as on a full disk) instead of killing the process (SIGXFSZ)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+def test_a_failing_write_stops_the_job_and_commits_only_what_is_in_the_file(kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    n = 600
+    produce(bootstrap, encode(records(n)))
+    db, log_path, err_path = tmp_path / "tp.duckdb", tmp_path / "stream.log", tmp_path / "stream.err"
+    job = _stream_process(bootstrap, db, log_path, err_path=err_path, preexec_fn=_limit_file_size,
+                          TICKERPULSE_MAX_POLL_RECORDS="20", TICKERPULSE_SNAPSHOT_INTERVAL="1s")
+    try:
+        job.wait(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == EXIT_STORE_FAULT, err_path.read_text(errors="replace")[-3000:]
+    _assert_one_error_line(err_path, "tickerpulse stream: error: ")
+    assert "File too large" in err_path.read_text()
+
+    committed = committed_offsets(bootstrap, "tp-test", [("news", 0)])[("news", 0)] or 0
+    assert committed < n
+    stored = {row[0] for row in query(db, "SELECT kafka_offset FROM items")}
+    assert set(range(committed)) <= stored
+    assert stream.run(stream_args(bootstrap, db, "--until-idle", "2s")) == 0  # no limit: the rest replayed
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM items") == [(n, n)]
+
+
+@contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """``path`` refuses writes, even to root (which writes through permission bits: the
+    immutable attribute stops it)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("root without chattr +i (CAP_LINUX_IMMUTABLE): cannot make a file unwritable")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("target", ["file", "directory"])
+def test_an_unwritable_db_or_directory_is_one_line_exit_2(tmp_path, capsys, target):
+    directory = tmp_path / "store"
+    directory.mkdir()
+    db = directory / "tp.duckdb"
+    if target == "file":
+        duckdb.connect(str(db)).close()
+    with _unwritable(db if target == "file" else directory):
+        assert main(["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", str(db)]) == 2
+    reason = "the file is not writable" if target == "file" else f"directory {directory} is not writable"
+    assert capsys.readouterr().err.strip() == f"tickerpulse stream: error: --db {db}: {reason}"
+
+
+def test_after_a_store_fault_nothing_is_acknowledged_committed_or_read(kafka_broker, tmp_path):
+    """``StreamRun`` over a real file, ledger and committer: the bundle that meets the fault stays
+    pending, so its offsets are never committed; the source is asked to stop once."""
+    from connectors.duckdb.sink import DuckDBSink
+    from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
+    from pipeline.stream_state import rebuild_state
+    from pipeline.stream_transforms import StreamRun
+    from tests.pipeline.test_stream_restatement import CFG, item
+
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    db = tmp_path / "tp.duckdb"
+    sink = DuckDBSink(str(db))
+    ledger = DeliveryLedger()
+    ledger.begin(("news", 0), 0)
+    for offset in range(6):
+        ledger.consumed(("news", 0), offset)
+    committer = OffsetCommitter(bootstrap, "tp-test", ledger, interval_s=0, before_commit=sink.check_file)
+    stops = []
+    run = StreamRun(sink, ledger, committer, StreamMetrics(), rebuild_state(sink, CFG)[0],
+                    on_fault=lambda: stops.append(True))
+    bundle = [item(i, T0 / 1000 + 60 * i, ("AAPL",), 0.5, 0.1).with_(kafka_topic="news", kafka_partition=0,
+                                                                     kafka_offset=i) for i in range(6)]
+    run.write_scored(bundle[:2])  # durable, acknowledged, committed
+    assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): 2}
+    db.unlink()
+    run.write_scored(bundle[2:4])
+    run.dropped(bundle[4:])  # a duplicate after the fault is not acknowledged either
+    run.commit_due()
+    assert run.stored(["i0000"]) == set()
+    run.close()
+    assert stops == [True] and "was removed" in str(run.fault)
+    assert ledger.committable() == {("news", 0): 2} and ledger.pending_count() == 4
+    assert committed_offsets(bootstrap, "tp-test", [("news", 0)]) == {("news", 0): 2}
+
+
+def test_a_quiet_job_stops_within_seconds_of_losing_its_file(kafka_broker, tmp_path):
+    """With nothing to write or commit, the once-a-second housekeeping still checks the file."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=1)
+    produce(bootstrap, encode(records(10)))
+    db, log_path, err_path = tmp_path / "tp.duckdb", tmp_path / "stream.log", tmp_path / "stream.err"
+    job = _stream_process(bootstrap, db, log_path, err_path=err_path, TICKERPULSE_SNAPSHOT_INTERVAL="1s")
+    try:
+        _wait_for_commit(bootstrap, 10, 300, job, log_path)
+        time.sleep(3)  # the last write's snapshot is published: no snapshot is due either
+        db.unlink()
+        job.wait(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == EXIT_STORE_FAULT
+    _assert_one_error_line(err_path, f"tickerpulse stream: error: {db} was removed while this job had it open")
