@@ -8,7 +8,10 @@ One run, one process, a real embedded broker, the bundled model, the bundled def
 1. scoring only: the engine alone on 2,000 distinct texts (batches of 64): the baseline items/s;
 2. fixed rate: a producer sends ``--rate`` records/s for ``--duration`` s while the job streams;
    latency per record = its row's ``ingested_at`` minus the producer's send time; p50/p99, and
-   the job's process RSS at the start and the end;
+   the job's process RSS at the start and the end; and visibility to a reader: a thread opens
+   the database as ``query`` and the dashboard do (``open_for_read``: the snapshot while the job
+   writes) every 200 ms from a process of its own (bench/reader_watch.py), and a record's visibility latency is the first poll that sees it minus
+   its send time (so up to one poll late);
 3. sustained rate: ``--backlog`` records are produced first, then the job catches up; its rate
    (records / time from first to last row written) as a fraction of the scoring-only rate.
 Records' event times are ``--event-spacing`` seconds apart: at 1 s a 10-minute run spans 8 hours
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import threading
@@ -69,12 +73,13 @@ def scoring_only(n: int = 2000, batch: int = 64) -> float:
     return n / (time.perf_counter() - started)
 
 
-def stream_args(bootstrap: str, db: str, group: str, until_idle: str) -> list[str]:
+def stream_args(bootstrap: str, db: str, group: str, until_idle: str, snapshot_interval: str) -> list[str]:
     return ["--bootstrap-servers", bootstrap, "--topics", "bench", "--group-id", group, "--db", db,
-            "--until-idle", until_idle, "--metrics-interval", "10s"]
+            "--until-idle", until_idle, "--metrics-interval", "10s", "--snapshot-interval", snapshot_interval]
 
 
-def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s: float) -> dict[str, object]:
+def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s: float,
+               snapshot_interval: str) -> dict[str, object]:
     """Warm-up record first (start-up is not latency), then ``rate`` records/s for ``duration`` s."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     producer.send("bench", record(0, 0.0)).get(timeout=30)
@@ -99,10 +104,14 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
         producer.flush()
         rss["end"] = rss_mib()
 
+    seen_file = db + ".seen.json"
+    watcher = subprocess.Popen([sys.executable, str(Path(__file__).with_name("reader_watch.py")), db, seen_file])
     thread = threading.Thread(target=produce)
     thread.start()
-    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s"))
+    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s", snapshot_interval))
     thread.join()
+    watcher.terminate()
+    watcher.wait(timeout=60)
     producer.close()
     con = duckdb.connect(db, read_only=True)
     try:
@@ -112,21 +121,25 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
     latencies = np.array([rows[i] - t for i, t in sent_at.items() if i in rows])
     if not latencies.size:
         raise SystemExit(f"none of the {len(sent_at)} records sent at the fixed rate was stored")
+    seen_at = json.loads(Path(seen_file).read_text())
+    visible = np.array([seen_at[i] - t for i, t in sent_at.items() if i in seen_at])
     job_p50, job_p99 = metrics.latency_percentiles(0.5, 0.99)
     return {"sent": len(sent_at), "stored": len(latencies), "p50_s": float(np.percentile(latencies, 50)),
             "p99_s": float(np.percentile(latencies, 99)), "max_s": float(latencies.max()),
-            "job_p50_s": job_p50, "job_p99_s": job_p99, "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
+            "job_p50_s": job_p50, "job_p99_s": job_p99, "visible": int(visible.size),
+            "visible_p50_s": float(np.percentile(visible, 50)) if visible.size else float("nan"),
+            "visible_p99_s": float(np.percentile(visible, 99)) if visible.size else float("nan"), "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
             "rss_each_minute": rss_each_minute}
 
 
-def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: int) -> float:
+def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: int, snapshot_interval: str) -> float:
     """The backlog's event times continue ``after`` the fixed-rate records' (none in the future)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for j in range(backlog):
         producer.send("bench-backlog", record(10**7 + j, (after + 1 + j) * spacing_s))
     producer.flush()
     producer.close()
-    args = stream_args(bootstrap, db, "bench-backlog", "3s")
+    args = stream_args(bootstrap, db, "bench-backlog", "3s", snapshot_interval)
     args[args.index("bench")] = "bench-backlog"
     stream.run_stream(args)
     con = duckdb.connect(db, read_only=True)
@@ -146,6 +159,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--backlog", type=int, default=2000)
     p.add_argument("--event-spacing", type=float, default=1.0, help="seconds of event time between records")
+    p.add_argument("--snapshot-interval", default="5s", help="the job's --snapshot-interval (default: the job's, 5s)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stream.quiet_library_logs()
@@ -155,15 +169,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(data_dir=Path(tmp) / "kafka") as broker:
         create_topics(broker.bootstrap_servers, ["bench", "bench-backlog"])
         db = str(Path(tmp) / "bench.duckdb")
-        latency = fixed_rate(broker.bootstrap_servers, db, args.rate, args.duration, args.event_spacing)
+        latency = fixed_rate(broker.bootstrap_servers, db, args.rate, args.duration, args.event_spacing,
+                             args.snapshot_interval)
         print(f"fixed rate {args.rate:g} msgs/s for {args.duration:g} s, event times {args.event_spacing:g} s apart: "
               f"{latency['stored']}/{latency['sent']} stored; "
               f"produce -> row in DuckDB p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms, "
               f"max {latency['max_s'] * 1000:.0f} ms (job's own Kafka-timestamp -> commit: p50 "
               f"{latency['job_p50_s'] * 1000:.0f} ms, p99 {latency['job_p99_s'] * 1000:.0f} ms)")
+        print(f"produce -> visible to a reader (snapshot interval {args.snapshot_interval}): "
+              f"{latency['visible']}/{latency['sent']} seen; p50 {latency['visible_p50_s'] * 1000:.0f} ms, "
+              f"p99 {latency['visible_p99_s'] * 1000:.0f} ms")
         print(f"RSS at start {latency['rss_start_mib']:.0f} MiB, at end {latency['rss_end_mib']:.0f} MiB; "
               f"each minute: {', '.join(f'{m:.0f}' for m in latency['rss_each_minute'])} MiB")
-        rate = sustained(broker.bootstrap_servers, db, args.backlog, args.event_spacing, latency["sent"])
+        rate = sustained(broker.bootstrap_servers, db, args.backlog, args.event_spacing, latency["sent"],
+                         args.snapshot_interval)
         print(f"sustained (catch-up of {args.backlog} records): {rate:,.0f} items/s = "
               f"{rate / baseline:.2f} of scoring-only")
 

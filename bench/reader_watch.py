@@ -1,0 +1,52 @@
+"""When does each streamed item become visible to a reader? bench_stream's watcher process.
+
+    python bench/reader_watch.py DB OUT.json [--poll 0.2] [--topic bench]
+
+Opens DB as ``query`` and the dashboard do (``open_for_read``: the snapshot while a job writes)
+every ``--poll`` seconds and, on SIGTERM, writes ``{item id: first time seen}`` to OUT. A process
+of its own, as readers are, and with no imports beyond DuckDB: DuckDB refuses a read-only
+connection to a file that a connection of the same process has open for writing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from connectors.duckdb.snapshot import open_for_read  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("db")
+    p.add_argument("out")
+    p.add_argument("--poll", type=float, default=0.2)
+    p.add_argument("--topic", default="bench")
+    args = p.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    seen_at: dict[str, float] = {}
+    newest = -1
+    while not stop.is_set():
+        try:
+            with open_for_read(args.db) as reader:
+                rows = reader.con.execute("SELECT id, kafka_offset FROM items WHERE kafka_topic = ? "
+                                          "AND kafka_offset > ?", [args.topic, newest]).fetchall()
+        except Exception:  # noqa: BLE001 - no file or snapshot yet: nothing is visible
+            rows = []
+        now = time.time()
+        for item_id, offset in rows:
+            seen_at.setdefault(item_id, now)
+            newest = max(newest, offset)
+        stop.wait(args.poll)
+    Path(args.out).write_text(json.dumps(seen_at))
+
+
+if __name__ == "__main__":
+    main()
