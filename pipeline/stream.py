@@ -26,19 +26,21 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.duckdb.sink import DuckDBSink, memory_limit
 from connectors.kafka.offsets import BrokerLag, OffsetCommitter, forget_ledger, ledger_for
+from connectors.kafka.producer import Publisher
+from connectors.kafka.relay import RelayLedger
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
                                check_db_path, check_precision, exit_status, linking)
+from pipeline import store
+from pipeline.scaleout_args import add_role_args, check_role
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
-from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, EventTimeRecencyAttention, StreamNovelty,
-                                        StreamRecencyAttention, StreamRun, WriteStream, register_run,
-                                        unregister_run)
+from pipeline.stream_graph import land, parse_and_link
+from pipeline.stream_transforms import EventTimeRecencyAttention, StreamRun, WriteStream, register_run, unregister_run
 from pipeline.tickers import Linking
-from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ def parser() -> argparse.ArgumentParser:
                           "windows: native event-time windows, for runners whose watermark advances")
     add_model_args(p, 64)
     add_linking_args(p)
+    add_role_args(p)
     obs = p.add_argument_group("observability")
     obs.add_argument("--metrics-port", type=int, default=env_default("metrics_port"),
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (off by default)")
@@ -97,6 +100,7 @@ def check(args: argparse.Namespace) -> AggregationConfig:
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     check_precision(args)
+    check_role(args)
     return aggregation_config(args)
 
 
@@ -104,24 +108,17 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
           cfg: AggregationConfig, links: Linking) -> None:
     """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
     run_id = source.run_id
-    parsed = pipeline | "Read Kafka" >> ReadFromKafka(source) | "Parse" >> Parse()
-    unique = (parsed.items
-              | "Extract tickers" >> ExtractTickers(links)
-              | "Drop repeated ids" >> DropRepeatedIds(run_id))
+    items, parse_dead = parse_and_link(pipeline | "Read Kafka" >> ReadFromKafka(source), links)
     handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
-    scored = (unique.items
-              | "Novelty" >> StreamNovelty(run_id)
-              | "Score" >> Score(handler))
-    items = scored["items"] | "Relevance" >> Relevance()
-    if args.aggregation == "windows":
+
+    def windows(items: beam.PCollection) -> None:
         points = items | "Aggregate" >> EventTimeRecencyAttention(cfg)
         _ = items | "Write items" >> WriteStream(run_id, "items")
         _ = points | "Write sentiment" >> WriteStream(run_id, "points")
-    else:
-        _ = items | "Aggregate and write" >> StreamRecencyAttention(run_id)
-    _ = parsed[DEAD] | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
-    _ = scored[DEAD] | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
-    _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
+
+    score_dead = land(items, run_id, handler, windows if args.aggregation == "windows" else None)
+    _ = parse_dead | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
+    _ = score_dead | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
 
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
@@ -173,8 +170,12 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     args, beam_args = parser().parse_known_args(argv)
     fill_list_env_defaults(args, "topics")
     cfg = check(args)
-    check_db_path(args.db)
     links = linking(args)
+    if args.role == "score":
+        from pipeline.score_worker import run_worker  # it builds on this module
+
+        return run_worker(args, beam_args, links)
+    check_db_path(args.db)
     run_id = f"stream-{uuid.uuid4()}"
     source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
                                until_idle_s=args.until_idle, max_records=args.max_poll_records,
@@ -183,14 +184,17 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     ledger = ledger_for(run_id)
     broker_lag = BrokerLag(args.bootstrap_servers, args.group_id, tuple(args.topics))
     metrics = StreamMetrics(consumed=lambda: control.consumed, lag=lambda: broker_lag.value)
-    sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
+    sink_options = dict(snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
+    sink = (store.PublishingSink(args.db, Publisher(args.bootstrap_servers, args.points_topic, client_id="tickerpulse-points"),
+                           **sink_options) if args.role == "store" else DuckDBSink(args.db, **sink_options))
     state, replayed, points = rebuild_state(sink, cfg, args.allowed_lateness)
     if replayed:
         sink.write(points=points)
         log.info("resumed state from %s: %d items replayed, %d tickers, %d open points recomputed",
                  args.db, replayed, len(state.tickers), len(points))
     committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger)
-    stream = StreamRun(sink, ledger, committer, metrics, state)
+    # The store acknowledges a scored record by its item's origin (connectors.kafka.relay).
+    stream = StreamRun(sink, RelayLedger(ledger) if args.role == "store" else ledger, committer, metrics, state)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
     broker_lag.start()
@@ -198,7 +202,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     try:
         with stop_on_signals(control):
             pipeline = make_pipeline(beam_args)
-            build(pipeline, args, source, cfg, links)
+            (store.build if args.role == "store" else build)(pipeline, args, source, cfg, links)
             pipeline.run().wait_until_finish()
     finally:
         progress.stop()
