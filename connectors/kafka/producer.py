@@ -17,26 +17,28 @@ KeyValue = tuple[bytes, bytes]
 
 
 class PublishError(Exception):
-    """The broker did not acknowledge every record of a batch within the delivery timeout."""
+    """The broker did not acknowledge every record of a batch within the timeout."""
 
 
 class Publisher:
     """One topic's producer; connects on the first ``publish``. Not thread-safe: one caller at a time."""
 
     def __init__(self, bootstrap_servers: str, topic: str, client_id: str = "tickerpulse-publisher",
-                 delivery_timeout_ms: int = 120_000, linger_ms: int = 5) -> None:
+                 timeout_ms: int = 120_000, linger_ms: int = 5) -> None:
+        """``timeout_ms``: how long a record may wait for the broker (connecting, metadata, retries)."""
         self.topic = topic
         self._config = dict(bootstrap_servers=bootstrap_servers, client_id=client_id, acks="all",
                             max_in_flight_requests_per_connection=1, linger_ms=linger_ms,
-                            delivery_timeout_ms=delivery_timeout_ms,
-                            request_timeout_ms=min(30_000, delivery_timeout_ms - linger_ms - 1))
+                            delivery_timeout_ms=timeout_ms, max_block_ms=timeout_ms,
+                            bootstrap_timeout_ms=min(30_000, timeout_ms),
+                            request_timeout_ms=min(30_000, timeout_ms - linger_ms - 1))
         self._producer: KafkaProducer | None = None
 
     def publish(self, records: Sequence[KeyValue]) -> None:
         """Send every (key, value) and wait until the broker acknowledged all of them.
 
-        Raises ``PublishError`` when one was not acknowledged (the broker retried until the
-        delivery timeout): the caller must then not commit the offsets the records stand for.
+        Raises ``PublishError`` when one was not acknowledged (the producer retried until the
+        timeout): the caller must then not commit the offsets the records stand for.
         """
         if not records:
             return
