@@ -217,7 +217,8 @@ def partition_slots(config: KafkaSourceConfig) -> list[Partition]:
     finally:
         directory.close()
     return [(topic, number) for topic, count in counts.items()
-            for number in range(count + config.spare_partitions) if number % config.workers == config.worker_index]
+            for number in range(count + config.spare_partitions)
+            if number % config.workers == config.worker_index]
 
 
 def resume_offset(config: KafkaSourceConfig, partition: Partition) -> int:
