@@ -209,12 +209,12 @@ def test_two_workers_and_a_store_land_every_record_once_through_kill_9_of_a_work
     try:
         cluster.wait_until(lambda: cluster.committed("tp-score", "news", INPUT_PARTITIONS, worker0_partitions) >= 10)
         cluster.kill("worker0")  # its partitions wait; worker 1 and the store go on
-        assert cluster.committed("tp-score", "news", INPUT_PARTITIONS, worker0_partitions) < len(values) // 2
+        assert cluster.committed("tp-score", "news", INPUT_PARTITIONS, worker0_partitions) < len(values) // 2 - 20
+        cluster.start("worker0")
+        # Worker 0 has 20 records or more to publish again: the store is killed while they stream in.
         stored_before = cluster.committed("tp-store", "scored", SCORED_PARTITIONS)
         cluster.wait_until(lambda: cluster.committed("tp-store", "scored", SCORED_PARTITIONS) >= stored_before + 10)
         cluster.kill("store")
-        assert cluster.committed("tp-store", "scored", SCORED_PARTITIONS) < len(values)  # worker 0's share is not in
-        cluster.start("worker0")
         cluster.start("store")
         cluster.wait_until_landed(len(values))
     finally:
