@@ -4,6 +4,7 @@
         --group-id tickerpulse --db tp.duckdb --half-life 1h 6h
     python run_pipeline.py stream ... --until-idle 30s      # catch up, then exit
     python run_pipeline.py stream ... --metrics-port 9108   # Prometheus at :9108/metrics
+    python run_pipeline.py stream --role score|store ...    # the scale-out (docs/architecture.md)
 
 Delivery: a Kafka offset is committed only after the rows it covers are in DuckDB, and every
 write is idempotent, so a crash anywhere replays at most the uncommitted records and duplicates
@@ -185,8 +186,11 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     broker_lag = BrokerLag(args.bootstrap_servers, args.group_id, tuple(args.topics))
     metrics = StreamMetrics(consumed=lambda: control.consumed, lag=lambda: broker_lag.value)
     sink_options = dict(snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
-    sink = (store.PublishingSink(args.db, Publisher(args.bootstrap_servers, args.points_topic, client_id="tickerpulse-points"),
-                           **sink_options) if args.role == "store" else DuckDBSink(args.db, **sink_options))
+    if args.role == "store":
+        points = Publisher(args.bootstrap_servers, args.points_topic, client_id="tickerpulse-points")
+        sink = store.PublishingSink(args.db, points, **sink_options)
+    else:
+        sink = DuckDBSink(args.db, **sink_options)
     state, replayed, points = rebuild_state(sink, cfg, args.allowed_lateness)
     if replayed:
         sink.write(points=points)
