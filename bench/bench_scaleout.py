@@ -11,8 +11,8 @@ Every job polls ``--max-poll-records`` (100) records per partition per bundle, s
 written in many transactions. Rate = items written after the first write / (last write's
 ``ingested_at`` - first write's), so process start-up (imports, model load) is not counted; the
 scale-out's rate is what reaches DuckDB through the store. Per worker: its published messages
-after its first publish / (its last message's broker timestamp - its first). No job is told
-about the cores: torch takes all of them in every process.
+after its first publish / (its last message's broker timestamp - its first). torch takes every
+core in every process unless ``--worker-threads`` sets the workers' (OMP_NUM_THREADS).
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from connectors.kafka.offsets import committed_offsets  # noqa: E402
 PARTITIONS = 4
 
 
-def job(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def job(args: list[str], log: Path, threads: int | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "stream", *args],
                                 env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--records", type=int, default=4000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-poll-records", default="100")
+    p.add_argument("--worker-threads", type=int, help="torch threads per scoring worker (default: torch's, all cores)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
     with EmbeddedBroker(data_dir=tmp / "kafka") as broker:
@@ -118,7 +119,7 @@ def main() -> None:
                      "--group-id", "store", "--db", str(tmp / "store.duckdb")], tmp / "store.log")
         workers = [job([*common, "--role", "score", "--topics", "bench", "--scored-topic", "scored",
                         "--group-id", "workers", "--worker-index", str(i), "--workers", str(args.workers)],
-                       tmp / f"worker{i}.log") for i in range(args.workers)]
+                       tmp / f"worker{i}.log", args.worker_threads) for i in range(args.workers)]
         wait_for(lambda: committed(bootstrap, "workers", "bench") >= args.records, [store, *workers])
         wait_for(lambda: committed(bootstrap, "store", "scored") >= args.records, [store, *workers])
         stop([*workers, store])
@@ -126,6 +127,7 @@ def main() -> None:
         worker_rates = per_worker_rates(bootstrap, args.workers)
 
     print(f"records: {args.records:,} on {PARTITIONS} partitions; cores: {os.cpu_count()}; "
+          f"worker threads: {args.worker_threads or 'torch default'}; "
           f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"single-process stream: {n_single:,} items, {single_rate:.0f} items/s")
     print(f"{args.workers} scoring workers + store: {n_scaled:,} items, {scaled_rate:.0f} items/s "
