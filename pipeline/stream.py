@@ -4,6 +4,7 @@
         --group-id tickerpulse --db tp.duckdb --half-life 1h 6h
     python run_pipeline.py stream ... --until-idle 30s      # catch up, then exit
     python run_pipeline.py stream ... --metrics-port 9108   # Prometheus at :9108/metrics
+    python run_pipeline.py stream --role score|store ...    # the scale-out (docs/architecture.md)
 
 Delivery: a Kafka offset is committed only after the rows it covers are in DuckDB, and every
 write is idempotent, so a crash anywhere replays at most the uncommitted records and duplicates
@@ -29,6 +30,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
 from connectors.kafka.offsets import BrokerLag, OffsetCommitter, forget_ledger, ledger_for
+from connectors.kafka.producer import Publisher
+from connectors.kafka.relay import RelayLedger
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
@@ -36,12 +39,13 @@ from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
                                EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking,
                                pipeline_options)
+from pipeline import store
+from pipeline.scaleout_args import add_role_args, check_role
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream_state import rebuild_state
-from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, StreamNovelty, StreamRecencyAttention,
-                                        StreamRun, WriteStream, register_run, unregister_run)
+from pipeline.stream_graph import land, parse_and_link
+from pipeline.stream_transforms import StreamRun, WriteStream, register_run, unregister_run
 from pipeline.tickers import Linking
-from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
                         "it changes; an older one is stored and counted as late (default: the horizon)")
     add_model_args(p, 64)
     add_linking_args(p)
+    add_role_args(p)
     obs = p.add_argument_group("observability")
     obs.add_argument("--metrics-port", type=int, default=env_default("metrics_port"),
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (off by default)")
@@ -97,25 +102,18 @@ def check(args: argparse.Namespace) -> AggregationConfig:
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise UsageError(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     check_precision(args)
+    check_role(args)
     return aggregation_config(args)
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking) -> None:
     """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
     run_id = source.run_id
-    parsed = pipeline | "Read Kafka" >> ReadFromKafka(source) | "Parse" >> Parse()
-    unique = (parsed.items
-              | "Extract tickers" >> ExtractTickers(links)
-              | "Drop repeated ids" >> DropRepeatedIds(run_id))
+    items, parse_dead = parse_and_link(pipeline | "Read Kafka" >> ReadFromKafka(source), links)
     handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
-    scored = (unique.items
-              | "Novelty" >> StreamNovelty(run_id)
-              | "Score" >> Score(handler))
-    items = scored["items"] | "Relevance" >> Relevance()
-    _ = items | "Aggregate and write" >> StreamRecencyAttention(run_id)
-    _ = parsed[DEAD] | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
-    _ = scored[DEAD] | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
-    _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
+    score_dead = land(items, run_id, handler)
+    _ = parse_dead | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
+    _ = score_dead | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -167,8 +165,12 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     fill_list_env_defaults(args, "topics")
     cfg = check(args)
     options = pipeline_options(beam_args)
-    check_db_path(args.db)
     links = linking(args)
+    if args.role == "score":
+        from pipeline.score_worker import run_worker  # it builds on this module
+
+        return run_worker(args, options, links)
+    check_db_path(args.db)
     run_id = f"stream-{uuid.uuid4()}"
     source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
                                until_idle_s=args.until_idle, max_records=args.max_poll_records,
@@ -177,14 +179,21 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     ledger = ledger_for(run_id)
     broker_lag = BrokerLag(args.bootstrap_servers, args.group_id, tuple(args.topics))
     metrics = StreamMetrics(consumed=lambda: control.consumed, lag=lambda: broker_lag.value)
-    sink = DuckDBSink(args.db, snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
+    sink_options = dict(snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
+    if args.role == "store":
+        points = Publisher(args.bootstrap_servers, args.points_topic, client_id="tickerpulse-points")
+        sink = store.PublishingSink(args.db, points, **sink_options)
+    else:
+        sink = DuckDBSink(args.db, **sink_options)
     state, replayed, points = rebuild_state(sink, cfg, args.allowed_lateness)
     if replayed:
         sink.write(points=points)
         log.info("resumed state from %s: %d items replayed, %d tickers, %d open points recomputed",
                  args.db, replayed, len(state.tickers), len(points))
     committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger, before_commit=sink.check_file)
-    stream = StreamRun(sink, ledger, committer, metrics, state, on_fault=control.request_stop)
+    # The store acknowledges a scored record by its item's origin (connectors.kafka.relay).
+    stream = StreamRun(sink, RelayLedger(ledger) if args.role == "store" else ledger, committer, metrics, state,
+                       on_fault=control.request_stop)
     register_run(run_id, stream)
     stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
     broker_lag.start()
@@ -192,7 +201,7 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     try:
         with stop_on_signals(control):
             pipeline = make_pipeline(options)
-            build(pipeline, args, source, links)
+            (store.build if args.role == "store" else build)(pipeline, args, source, links)
             pipeline.run().wait_until_finish()
     except Exception:
         if stream.fault is None:  # a store fault explains whatever else failed after it

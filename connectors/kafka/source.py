@@ -53,6 +53,10 @@ class KafkaSourceConfig:
     health_interval_s: float = 2.0
     spare_partitions: int = 8  # partitions that may be added to each topic while the job runs
     request_timeout_ms: int = 5000
+    # A static share of the partitions among ``workers`` processes: this one reads the partitions
+    # p of each topic with p % workers == worker_index (the scoring workers, pipeline/score_worker.py).
+    worker_index: int = 0
+    workers: int = 1
 
     def consumer(self, client_id: str) -> KafkaConsumer:
         """A consumer that never auto-commits: offsets move only when rows are durable."""
@@ -200,7 +204,8 @@ class PartitionDirectory:
 
 
 def partition_slots(config: KafkaSourceConfig) -> list[Partition]:
-    """One reader per partition that exists now, plus ``spare_partitions`` per topic for later.
+    """One reader per partition that exists now, plus ``spare_partitions`` per topic for later;
+    of those, the ones in this worker's share (``worker_index``, ``workers``).
 
     Why slots: the local FnApiRunner runs a stage only after the stage feeding it finished, so a
     discovery step chained in front of the readers would never hand them anything while
@@ -212,7 +217,8 @@ def partition_slots(config: KafkaSourceConfig) -> list[Partition]:
     finally:
         directory.close()
     return [(topic, number) for topic, count in counts.items()
-            for number in range(count + config.spare_partitions)]
+            for number in range(count + config.spare_partitions)
+            if number % config.workers == config.worker_index]
 
 
 def resume_offset(config: KafkaSourceConfig, partition: Partition) -> int:

@@ -174,3 +174,18 @@ def test_broker_lag_counts_every_partition_from_the_groups_committed_offsets(kaf
         assert down.refresh() is None and down.value == 0  # no answer: the last value stays
     finally:
         down.close()
+
+
+def test_workers_share_the_partitions_of_every_topic_by_index(kafka_broker):
+    """Worker I of N reads partitions p with p % N == I, of each topic: together every record once."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=5)
+    create_topics(bootstrap, ["comments"], partitions=2)
+    _produce(bootstrap, "news", [f"n{i}".encode() for i in range(20)], 5)
+    _produce(bootstrap, "comments", [f"c{i}".encode() for i in range(6)], 2)
+    seen = []
+    for index in range(2):
+        records, _ = _read(bootstrap, "share", ("news", "comments"), worker_index=index, workers=2)
+        assert {r.kafka_partition % 2 for r in records} == {index}
+        seen += [(r.kafka_topic, r.kafka_partition, r.kafka_offset) for r in records]
+    assert len(seen) == len(set(seen)) == 26
