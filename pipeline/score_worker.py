@@ -28,11 +28,11 @@ from apache_beam.utils.shared import Shared
 from connectors.kafka.offsets import BrokerLag, DeliveryLedger, OffsetCommitter, forget_ledger, ledger_for
 from connectors.kafka.producer import Publisher
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, forget_run, run_control
-from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
+from pipeline.metrics import StreamMetrics
 from pipeline.records import DeadLetter, Item
 from pipeline.scored_topic import encode_dead_letter, encode_item
 from pipeline.scoring import SentimentModelHandler
-from pipeline.stream import make_pipeline, stop_on_signals
+from pipeline.stream import make_pipeline, observed, stop_on_signals
 from pipeline.stream_graph import parse_and_link
 from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, Score
@@ -160,22 +160,14 @@ def run_worker(args: argparse.Namespace, options: PipelineOptions, links: Linkin
     worker = shared.acquire(lambda: ScoreRun.open(settings, metrics), tag=run_id)  # held until the end
     log.info("scoring worker %d of %d: partitions p %% %d == %d of %s -> %s", args.worker_index, args.workers,
              args.workers, args.worker_index, ", ".join(args.topics), args.scored_topic)
-    stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
-    broker_lag.start()
-    progress = PeriodicLogger(metrics, args.metrics_interval, every_second=worker.commit_due).start()
     try:
-        with stop_on_signals(control):
+        # close: the final commit of what the broker acknowledged
+        with observed(args, metrics, broker_lag, every_second=worker.commit_due, close=worker.close), \
+                stop_on_signals(control):
             pipeline = make_pipeline(options)
             build(pipeline, args, source, links, shared, settings)
             pipeline.run().wait_until_finish()
     finally:
-        progress.stop()
-        worker.close()  # final commit of what the broker acknowledged
-        broker_lag.stop()
-        broker_lag.refresh()
-        broker_lag.close()
-        if stop_metrics_server:
-            stop_metrics_server()
         forget_ledger(run_id)
         forget_run(run_id)
     log.info(metrics.line())

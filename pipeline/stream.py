@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import apache_beam as beam
@@ -142,6 +142,29 @@ def _consolidate_runner_metrics_eagerly() -> None:
 
 
 @contextmanager
+def observed(args: argparse.Namespace, metrics: StreamMetrics, broker_lag: BrokerLag,
+             every_second: Callable[[], object], close: Callable[[], object]) -> Iterator[None]:
+    """A job's lifetime around its pipeline: Prometheus (with --metrics-port), the broker-lag poller
+    and the progress line (which also runs ``every_second``); at the end ``close`` (the final
+    commit) runs after the progress line stops and before the lag is read for the last line."""
+    stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
+    broker_lag.start()
+    progress = PeriodicLogger(metrics, args.metrics_interval, every_second=every_second).start()
+    try:
+        yield
+    finally:
+        progress.stop()
+        try:
+            close()
+        finally:
+            broker_lag.stop()
+            broker_lag.refresh()  # the lag after the final commit, for the last line
+            broker_lag.close()
+            if stop_metrics_server:
+                stop_metrics_server()
+
+
+@contextmanager
 def stop_on_signals(control: RunControl) -> Iterator[None]:
     """SIGINT/SIGTERM end the source; the job then flushes, commits and exits 0."""
     def handler(signum: int, _frame: object) -> None:
@@ -195,11 +218,10 @@ def run_stream(argv: list[str]) -> StreamMetrics:
     stream = StreamRun(sink, RelayLedger(ledger) if args.role == "store" else ledger, committer, metrics, state,
                        on_fault=control.request_stop)
     register_run(run_id, stream)
-    stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
-    broker_lag.start()
-    progress = PeriodicLogger(metrics, args.metrics_interval, every_second=stream.commit_due).start()
     try:
-        with stop_on_signals(control):
+        # close: the final commit of what is durable, a snapshot, the file closed
+        with observed(args, metrics, broker_lag, every_second=stream.commit_due, close=stream.close), \
+                stop_on_signals(control):
             pipeline = make_pipeline(options)
             (store.build if args.role == "store" else build)(pipeline, args, source, links)
             pipeline.run().wait_until_finish()
@@ -207,13 +229,6 @@ def run_stream(argv: list[str]) -> StreamMetrics:
         if stream.fault is None:  # a store fault explains whatever else failed after it
             raise
     finally:
-        progress.stop()
-        stream.close()  # final commit of what is durable, snapshot, close the file
-        broker_lag.stop()
-        broker_lag.refresh()  # the lag after the final commit, for the last line
-        broker_lag.close()
-        if stop_metrics_server:
-            stop_metrics_server()
         unregister_run(run_id)
         forget_ledger(run_id)
         forget_run(run_id)
