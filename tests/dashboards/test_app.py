@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -66,12 +67,20 @@ def browser(tmp_path) -> Iterator[webdriver.Chrome]:
 
 
 def wait_for(driver, condition, timeout: float = 30):
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+    """``condition`` once true; an element re-rendered under it (stale) is looked up again."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(d))
 
 
 def text_of(driver, element_id: str) -> str:
-    found = driver.find_elements(By.ID, element_id)
-    return found[0].text if found else ""
+    """The element's text ("" when absent), read again if Dash re-rendered it meanwhile."""
+    for _ in range(5):
+        found = driver.find_elements(By.ID, element_id)
+        try:
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            continue
+    raise StaleElementReferenceException(f"#{element_id} kept being re-rendered")
 
 
 def pick_ticker(driver, ticker: str) -> None:
@@ -281,8 +290,9 @@ def test_empty_database_explains_itself(browser, empty_db, tmp_path):
         browser.get(url)
         wait_for(browser, lambda d: "No items in this database yet" in text_of(d, "empty-state"))
         assert "backfill" in text_of(browser, "empty-state")
-        assert not browser.find_element(By.ID, "trend-chart").is_displayed()  # no bare axes
-        assert text_of(browser, "dead-letters") == "0 dead letters"
+        # The page may still be re-rendering: each check waits (a stale element is looked up again).
+        wait_for(browser, lambda d: not d.find_element(By.ID, "trend-chart").is_displayed(), timeout=10)  # no bare axes
+        wait_for(browser, lambda d: text_of(d, "dead-letters") == "0 dead letters", timeout=10)
         save_screenshot(browser, tmp_path, "dashboard-empty.png")
     finally:
         stop()
