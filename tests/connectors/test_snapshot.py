@@ -28,7 +28,7 @@ from connectors.duckdb.snapshot import (  # noqa: E402
     snapshot_path,
 )
 
-STREAM_SECONDS = float(os.environ.get("TICKERPULSE_TEST_STREAM_S", "60"))
+STREAM_SECONDS = float(os.environ.get("TICKERPULSE_TEST_STREAM_S", "20"))
 MAX_DATA_AGE_S = 10.0
 
 
