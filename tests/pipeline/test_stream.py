@@ -315,15 +315,20 @@ def _produce_to_partitions(bootstrap: str, topic: str, rows: list[dict], partiti
     producer.close()
 
 
+def _kill_if_running(job: subprocess.Popen) -> None:
+    """A test never leaves its job behind, whatever failed."""
+    if job.poll() is None:
+        job.kill()
+        job.wait()
+
+
 def _stop(job: subprocess.Popen, log_path: Path) -> str:
     if job.poll() is None:
         job.send_signal(signal.SIGTERM)
     try:
         job.wait(timeout=120)
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        _kill_if_running(job)
     output = log_path.read_text(errors="replace")
     assert job.returncode == 0, output[-3000:]
     return output
@@ -414,9 +419,7 @@ def test_a_removed_or_replaced_db_stops_the_job_before_it_commits_lost_records(k
         faulted_at = time.time()
         job.wait(timeout=60)
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        _kill_if_running(job)
     assert job.returncode == EXIT_STORE_FAULT, err_path.read_text(errors="replace")[-3000:]
     assert "Traceback" not in log_path.read_text(errors="replace")
     what = "was removed" if fault == "removed" else "was replaced by another file"
@@ -465,9 +468,7 @@ def test_a_failing_write_stops_the_job_and_commits_only_what_is_in_the_file(kafk
     try:
         job.wait(timeout=300)
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        _kill_if_running(job)
     assert job.returncode == EXIT_STORE_FAULT, err_path.read_text(errors="replace")[-3000:]
     _assert_one_error_line(err_path, "tickerpulse stream: error: ")
     assert "File too large" in err_path.read_text()
@@ -562,8 +563,6 @@ def test_a_quiet_job_stops_within_seconds_of_losing_its_file(kafka_broker, tmp_p
         db.unlink()
         job.wait(timeout=30)
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        _kill_if_running(job)
     assert job.returncode == EXIT_STORE_FAULT
     _assert_one_error_line(err_path, f"tickerpulse stream: error: {db} was removed while this job had it open")
