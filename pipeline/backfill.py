@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from kafka.errors import KafkaError
 
 from connectors.duckdb.sink import DuckDBSink, WriteToDuckDB
@@ -30,6 +29,7 @@ from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
                                check_db_path, check_precision, exit_status, linking, pipeline_options)
+from pipeline.runner import make_pipeline
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
 from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
@@ -169,13 +169,6 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
         _ = outputs | "Write DuckDB" >> WriteToDuckDB(args.db)
 
 
-def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
-    options = pipeline_options(beam_args)
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
-        return beam.Pipeline(options=options)
-    return beam.Pipeline(runner=FnApiRunner(), options=options)
-
-
 def import_parquet(args: argparse.Namespace) -> dict[str, int]:
     if not FileSystems.exists(args.import_parquet):
         raise UsageError(f"--import-parquet {args.import_parquet!r} does not exist")
@@ -186,7 +179,7 @@ def import_parquet(args: argparse.Namespace) -> dict[str, int]:
 
 def run_backfill(argv: list[str]) -> Summary:
     args, beam_args = parse_args(argv)
-    pipeline = make_pipeline(beam_args)
+    pipeline = make_pipeline(pipeline_options(beam_args))
     the_plan = plan(args)
     if not args.parquet_out:
         check_db_path(args.db)

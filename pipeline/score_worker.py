@@ -23,16 +23,16 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.utils.shared import Shared
 
-from connectors.kafka.offsets import BrokerLag, DeliveryLedger, OffsetCommitter, forget_ledger, ledger_for
+from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
 from connectors.kafka.producer import Publisher
-from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, forget_run, run_control
+from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
 from pipeline.metrics import StreamMetrics
 from pipeline.records import DeadLetter, Item
+from pipeline.run_handle import Observers, Observing, RunDoFn, RunHandle, SharedRun
 from pipeline.scored_topic import encode_dead_letter, encode_item
 from pipeline.scoring import SentimentModelHandler
-from pipeline.stream import make_pipeline, observed, stop_on_signals
+from pipeline.stream import run_job
 from pipeline.stream_graph import parse_and_link
 from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, Score
@@ -42,15 +42,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What a worker process needs to open its publisher and committer; picklable."""
+    """What a worker process needs to open its :class:`ScoreRun`; picklable."""
 
-    bootstrap_servers: str
-    group_id: str
+    observing: Observing
     scored_topic: str
-    run_id: str
+    until_idle_s: float | None = None
 
 
-class ScoreRun:
+class ScoreRun(SharedRun):
     """One scoring worker's shared parts in its process: the publisher and what follows a publish.
 
     ``publish`` is the durability point: messages acknowledged by the broker, then their input
@@ -58,19 +57,28 @@ class ScoreRun:
     """
 
     def __init__(self, publisher: Publisher, ledger: DeliveryLedger, committer: OffsetCommitter,
-                 metrics: StreamMetrics) -> None:
+                 metrics: StreamMetrics, control: RunControl) -> None:
+        super().__init__()
         self.publisher = publisher
         self.ledger = ledger
         self.committer = committer
         self.metrics = metrics
+        self.control = control
+        self.observers: Observers | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, settings: WorkerSettings, metrics: StreamMetrics | None = None) -> "ScoreRun":
-        ledger = ledger_for(settings.run_id)
-        return cls(Publisher(settings.bootstrap_servers, settings.scored_topic, client_id="tickerpulse-scored"),
-                   ledger, OffsetCommitter(settings.bootstrap_servers, settings.group_id, ledger),
-                   metrics or StreamMetrics())
+    def open(cls, settings: WorkerSettings) -> "ScoreRun":
+        observing = settings.observing
+        control = RunControl(until_idle_s=settings.until_idle_s)
+        observers = Observers(observing, control)
+        ledger = DeliveryLedger()
+        run = cls(Publisher(observing.bootstrap_servers, settings.scored_topic, client_id="tickerpulse-scored"),
+                  ledger, OffsetCommitter(observing.bootstrap_servers, observing.group_id, ledger),
+                  observers.metrics, control)
+        run.observers = observers
+        observers.start(every_second=run.commit_due)
+        return run
 
     def publish(self, items: Sequence[Item] = (), dead_letters: Sequence[DeadLetter] = ()) -> None:
         with self._lock:
@@ -88,24 +96,26 @@ class ScoreRun:
         with self._lock:
             self.committer.maybe_commit()
 
-    def close(self) -> None:
+    def _close(self) -> None:
+        if self.observers is not None:
+            self.observers.stop(close=self._close_publisher)
+        else:
+            self._close_publisher()
+
+    def _close_publisher(self) -> None:
+        """The final commit of what the broker acknowledged."""
         with self._lock:
             self.committer.commit()
             self.committer.close()
             self.publisher.close()
 
 
-class _PublishFn(beam.DoFn):
+class _PublishFn(RunDoFn):
     """Publishes a bundle's records of one kind at its end (bundles are one poll of one partition)."""
 
-    def __init__(self, shared: Shared, settings: WorkerSettings, kind: str) -> None:
-        self._shared = shared
-        self._settings = settings
+    def __init__(self, handle: RunHandle[ScoreRun], kind: str) -> None:
+        super().__init__(handle)
         self._kind = kind
-
-    def setup(self) -> None:
-        # In the job's process this is the run that ``run_worker`` opened; elsewhere one per process.
-        self._run = self._shared.acquire(functools.partial(ScoreRun.open, self._settings), tag=self._settings.run_id)
 
     def start_bundle(self) -> None:
         self._rows: list = []
@@ -115,7 +125,7 @@ class _PublishFn(beam.DoFn):
 
     def finish_bundle(self) -> None:
         if self._rows:
-            self._run.publish(**{self._kind: self._rows})
+            self.shared_run.publish(**{self._kind: self._rows})
         self._rows = []
 
 
@@ -124,51 +134,38 @@ class PublishScored(beam.PTransform):
 
     KINDS = ("items", "dead_letters")
 
-    def __init__(self, shared: Shared, settings: WorkerSettings, kind: str) -> None:
+    def __init__(self, handle: RunHandle[ScoreRun], kind: str) -> None:
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {self.KINDS}")
-        self._fn = _PublishFn(shared, settings, kind)
+        self._fn = _PublishFn(handle, kind)
 
     def expand(self, rows):
         return rows | "Publish" >> beam.ParDo(self._fn)
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking,
-          shared: Shared, settings: WorkerSettings) -> None:
+          handle: RunHandle[ScoreRun]) -> None:
     """The worker's graph: the stream's first stages, then publish (fuses into one stage locally)."""
-    items, parse_dead = parse_and_link(pipeline | "Read Kafka" >> ReadFromKafka(source), links)
+    items, parse_dead = parse_and_link(pipeline | "Read Kafka" >> ReadFromKafka(source, handle), links)
     handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
     scored = items | "Score" >> Score(handler)
-    _ = scored["items"] | "Publish scored items" >> PublishScored(shared, settings, "items")
-    _ = parse_dead | "Publish parse dead letters" >> PublishScored(shared, settings, "dead_letters")
-    _ = scored[DEAD] | "Publish score dead letters" >> PublishScored(shared, settings, "dead_letters")
+    _ = scored["items"] | "Publish scored items" >> PublishScored(handle, "items")
+    _ = parse_dead | "Publish parse dead letters" >> PublishScored(handle, "dead_letters")
+    _ = scored[DEAD] | "Publish score dead letters" >> PublishScored(handle, "dead_letters")
 
 
-def run_worker(args: argparse.Namespace, options: PipelineOptions, links: Linking) -> StreamMetrics:
-    """Run one scoring worker until stopped (or idle, with --until-idle); returns its counters."""
-    run_id = f"score-{uuid.uuid4()}"
-    source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
-                               until_idle_s=args.until_idle, max_records=args.max_poll_records,
+def run_worker(args: argparse.Namespace, options: PipelineOptions, links: Linking) -> StreamMetrics | None:
+    """Run one scoring worker until stopped (or idle, with --until-idle); returns its counters
+    (None where the runner's workers ran it)."""
+    source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics),
+                               max_records=args.max_poll_records,
                                spare_partitions=args.spare_partitions, worker_index=args.worker_index,
                                workers=args.workers)
-    control = run_control(run_id, args.until_idle)
-    broker_lag = BrokerLag(args.bootstrap_servers, args.group_id, tuple(args.topics))
-    metrics = StreamMetrics(consumed=lambda: control.consumed, lag=lambda: broker_lag.value)
-    settings = WorkerSettings(args.bootstrap_servers, args.group_id, args.scored_topic, run_id)
-    shared = Shared()
-    worker = shared.acquire(lambda: ScoreRun.open(settings, metrics), tag=run_id)  # held until the end
+    observing = Observing(args.bootstrap_servers, args.group_id, tuple(args.topics), args.metrics_port,
+                          args.metrics_interval)
+    handle = RunHandle(functools.partial(ScoreRun.open, WorkerSettings(observing, args.scored_topic, args.until_idle)),
+                       f"score-{uuid.uuid4()}")
     log.info("scoring worker %d of %d: partitions p %% %d == %d of %s -> %s", args.worker_index, args.workers,
              args.workers, args.worker_index, ", ".join(args.topics), args.scored_topic)
-    try:
-        # close: the final commit of what the broker acknowledged
-        with observed(args, metrics, broker_lag, every_second=worker.commit_due, close=worker.close), \
-                stop_on_signals(control):
-            pipeline = make_pipeline(options)
-            build(pipeline, args, source, links, shared, settings)
-            pipeline.run().wait_until_finish()
-    finally:
-        forget_ledger(run_id)
-        forget_run(run_id)
-    log.info(metrics.line())
-    return metrics
+    return run_job(options, handle, functools.partial(build, args=args, source=source, links=links, handle=handle))

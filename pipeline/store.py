@@ -13,19 +13,21 @@ like the stream, and publishes every point it recomputed.
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import apache_beam as beam
 
 from connectors.duckdb.sink import DuckDBSink
+from connectors.kafka.offsets import DeliveryLedger
 from connectors.kafka.producer import Publisher
+from connectors.kafka.relay import RelayLedger
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka
 from pipeline.records import DeadLetter, Item, RawRecord
+from pipeline.run_handle import RunDoFn, RunHandle
 from pipeline.scored_topic import decode_scored, encode_points
 from pipeline.stream_graph import land
-from pipeline.stream_transforms import WriteStream, stream_run
-from pipeline.tickers import Linking
+from pipeline.stream_transforms import StreamRun, StreamSettings, WriteStream
 from pipeline.transforms import DEAD
 
 
@@ -50,15 +52,28 @@ class PublishingSink(DuckDBSink):
             self.points.close()
 
 
-class _DecodeFn(beam.DoFn):
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+@dataclass(frozen=True)
+class StoreSettings(StreamSettings):
+    """The stream's settings, with the points topic that every stored point is published to."""
 
+    points_topic: str = "points"
+
+    def open_sink(self) -> DuckDBSink:
+        points = Publisher(self.observing.bootstrap_servers, self.points_topic, client_id="tickerpulse-points")
+        return PublishingSink(self.db, points, snapshot_interval_s=self.snapshot_interval_s,
+                              memory_limit=self.memory_limit)
+
+    def acks(self, ledger: DeliveryLedger) -> RelayLedger:
+        """A scored record is acknowledged by the origin of the item or dead letter it carries."""
+        return RelayLedger(ledger)
+
+
+class _DecodeFn(RunDoFn):
     def process(self, record: RawRecord) -> Iterator[Item | beam.pvalue.TaggedOutput]:
         result = decode_scored(record)
         origin = (result.kafka_topic, result.kafka_partition, result.kafka_offset)
         if origin != (record.kafka_topic, record.kafka_partition, record.kafka_offset):
-            stream_run(self.run_id).ledger.carried(origin, (record.kafka_topic, record.kafka_partition),
+            self.shared_run.acks.carried(origin, (record.kafka_topic, record.kafka_partition),
                                                    record.kafka_offset)
         yield beam.pvalue.TaggedOutput(DEAD, result) if isinstance(result, DeadLetter) else result
 
@@ -66,17 +81,16 @@ class _DecodeFn(beam.DoFn):
 class DecodeScored(beam.PTransform):
     """Scored-topic records -> Item (main) | DeadLetter (``dead``: the workers' and unreadable messages)."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, handle: RunHandle[StreamRun]) -> None:
         super().__init__()
-        self.run_id = run_id
+        self.handle = handle
 
     def expand(self, records):
-        return records | "Decode" >> beam.ParDo(_DecodeFn(self.run_id)).with_outputs(DEAD, main="items")
+        return records | "Decode" >> beam.ParDo(_DecodeFn(self.handle)).with_outputs(DEAD, main="items")
 
 
-def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking) -> None:
-    """The store's graph (the stream's signature; it scores and links nothing)."""
-    run_id = source.run_id
-    decoded = pipeline | "Read Kafka" >> ReadFromKafka(source) | "Decode scored" >> DecodeScored(run_id)
-    land(decoded.items, run_id)
-    _ = decoded[DEAD] | "Write dead letters" >> WriteStream(run_id, "dead_letters")
+def build(pipeline: beam.Pipeline, source: KafkaSourceConfig, handle: RunHandle[StreamRun]) -> None:
+    """The store's graph: the stream's stages over the scored topic, without linking or scoring."""
+    decoded = pipeline | "Read Kafka" >> ReadFromKafka(source, handle) | "Decode scored" >> DecodeScored(handle)
+    land(decoded.items, handle)
+    _ = decoded[DEAD] | "Write dead letters" >> WriteStream(handle, "dead_letters")

@@ -16,6 +16,7 @@ write while the job runs stops it with one line, exit 4, before any further offs
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -25,26 +26,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
-from connectors.kafka.offsets import BrokerLag, OffsetCommitter, forget_ledger, ledger_for
-from connectors.kafka.producer import Publisher
-from connectors.kafka.relay import RelayLedger
-from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl, forget_run, run_control
+from connectors.duckdb.sink import StoreFault, memory_limit
+from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
-from pipeline.metrics import PeriodicLogger, StreamMetrics, serve_prometheus
+from pipeline.metrics import StreamMetrics
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
                                EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking,
                                pipeline_options)
 from pipeline import store
+from pipeline.run_handle import Observing, RunHandle, SharedRun
+from pipeline.runner import make_pipeline, runs_here
 from pipeline.scaleout_args import add_role_args, check_role
 from pipeline.scoring import SentimentModelHandler
-from pipeline.stream_state import rebuild_state
 from pipeline.stream_graph import land, parse_and_link
-from pipeline.stream_transforms import StreamRun, WriteStream, register_run, unregister_run
+from pipeline.stream_transforms import StreamRun, StreamSettings, WriteStream
 from pipeline.tickers import Linking
 
 log = logging.getLogger(__name__)
@@ -106,71 +104,33 @@ def check(args: argparse.Namespace) -> AggregationConfig:
     return aggregation_config(args)
 
 
-def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking) -> None:
+def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking,
+          handle: RunHandle[StreamRun]) -> None:
     """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
-    run_id = source.run_id
-    items, parse_dead = parse_and_link(pipeline | "Read Kafka" >> ReadFromKafka(source), links)
+    items, parse_dead = parse_and_link(pipeline | "Read Kafka" >> ReadFromKafka(source, handle), links)
     handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
-    score_dead = land(items, run_id, handler)
-    _ = parse_dead | "Write parse dead letters" >> WriteStream(run_id, "dead_letters")
-    _ = score_dead | "Write score dead letters" >> WriteStream(run_id, "dead_letters")
+    score_dead = land(items, handle, handler)
+    _ = parse_dead | "Write parse dead letters" >> WriteStream(handle, "dead_letters")
+    _ = score_dead | "Write score dead letters" >> WriteStream(handle, "dead_letters")
 
 
-def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    if options.view_as(StandardOptions).runner is not None:
-        return beam.Pipeline(options=options)
-    _consolidate_runner_metrics_eagerly()
-    return beam.Pipeline(runner=FnApiRunner(), options=options)
-
-
-def _consolidate_runner_metrics_eagerly() -> None:
-    """Work around a memory leak of FnApiRunner (apache-beam 2.77) in unbounded runs.
-
-    After every bundle the runner sets its per-stage metrics to
-    ``consolidate_monitoring_infos(chain(new, previous))``, which is a generator: nothing is ever
-    merged, and each bundle's generator holds the previous one and that bundle's protobuf
-    response. A batch job runs few bundles; a stream runs several per second, and the chain grew
-    the job by ~22 KB per record at 50 records/s (native protobuf memory, invisible to
-    tracemalloc). Consolidating into a list keeps one merged set of metrics per stage: with the
-    source alone, malloc'd memory stayed flat from 750 to 5,000 records, against +22 MB per
-    1,000 records without.
-    """
-    from apache_beam.metrics import monitoring_infos
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-
-    fn_runner.consolidate_monitoring_infos = lambda infos: list(monitoring_infos.consolidate(infos))
+def settings(args: argparse.Namespace, cfg: AggregationConfig) -> StreamSettings:
+    observing = Observing(args.bootstrap_servers, args.group_id, tuple(args.topics), args.metrics_port,
+                          args.metrics_interval)
+    common = dict(db=args.db, cfg=cfg, observing=observing, until_idle_s=args.until_idle,
+                  allowed_lateness_s=args.allowed_lateness, snapshot_interval_s=args.snapshot_interval,
+                  memory_limit=args.duckdb_memory_limit)
+    if args.role == "store":
+        return store.StoreSettings(**common, points_topic=args.points_topic)
+    return StreamSettings(**common)
 
 
 @contextmanager
-def observed(args: argparse.Namespace, metrics: StreamMetrics, broker_lag: BrokerLag,
-             every_second: Callable[[], object], close: Callable[[], object]) -> Iterator[None]:
-    """A job's lifetime around its pipeline: Prometheus (with --metrics-port), the broker-lag poller
-    and the progress line (which also runs ``every_second``); at the end ``close`` (the final
-    commit) runs after the progress line stops and before the lag is read for the last line."""
-    stop_metrics_server = serve_prometheus(metrics, args.metrics_port) if args.metrics_port else None
-    broker_lag.start()
-    progress = PeriodicLogger(metrics, args.metrics_interval, every_second=every_second).start()
-    try:
-        yield
-    finally:
-        progress.stop()
-        try:
-            close()
-        finally:
-            broker_lag.stop()
-            broker_lag.refresh()  # the lag after the final commit, for the last line
-            broker_lag.close()
-            if stop_metrics_server:
-                stop_metrics_server()
-
-
-@contextmanager
-def stop_on_signals(control: RunControl) -> Iterator[None]:
-    """SIGINT/SIGTERM end the source; the job then flushes, commits and exits 0."""
+def stop_on_signals(stop: Callable[[], object], doing: str) -> Iterator[None]:
+    """SIGINT/SIGTERM call ``stop`` (what it does is logged as ``doing``)."""
     def handler(signum: int, _frame: object) -> None:
-        log.warning("%s received: finishing the current records, committing offsets, stopping",
-                    signal.Signals(signum).name)
-        control.request_stop()
+        log.warning("%s received: %s", signal.Signals(signum).name, doing)
+        stop()
 
     if threading.current_thread() is not threading.main_thread():
         yield  # embedded in another thread: only the main thread may set signal handlers
@@ -183,7 +143,9 @@ def stop_on_signals(control: RunControl) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run_stream(argv: list[str]) -> StreamMetrics:
+def run_stream(argv: list[str]) -> StreamMetrics | None:
+    """Run the job until stopped (or idle); returns its counters, or None where the runner's
+    workers ran it (they log their own)."""
     args, beam_args = parser().parse_known_args(argv)
     fill_list_env_defaults(args, "topics")
     cfg = check(args)
@@ -194,48 +156,44 @@ def run_stream(argv: list[str]) -> StreamMetrics:
 
         return run_worker(args, options, links)
     check_db_path(args.db)
-    run_id = f"stream-{uuid.uuid4()}"
-    source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics), run_id,
-                               until_idle_s=args.until_idle, max_records=args.max_poll_records,
+    source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics),
+                               max_records=args.max_poll_records,
                                spare_partitions=args.spare_partitions)
-    control = run_control(run_id, args.until_idle)
-    ledger = ledger_for(run_id)
-    broker_lag = BrokerLag(args.bootstrap_servers, args.group_id, tuple(args.topics))
-    metrics = StreamMetrics(consumed=lambda: control.consumed, lag=lambda: broker_lag.value)
-    sink_options = dict(snapshot_interval_s=args.snapshot_interval, memory_limit=args.duckdb_memory_limit)
+    handle = RunHandle(functools.partial(StreamRun.open, settings(args, cfg)), f"stream-{uuid.uuid4()}")
     if args.role == "store":
-        points = Publisher(args.bootstrap_servers, args.points_topic, client_id="tickerpulse-points")
-        sink = store.PublishingSink(args.db, points, **sink_options)
+        graph = functools.partial(store.build, source=source, handle=handle)
     else:
-        sink = DuckDBSink(args.db, **sink_options)
-    state, replayed, points = rebuild_state(sink, cfg, args.allowed_lateness)
-    if replayed:
-        sink.write(points=points)
-        log.info("resumed state from %s: %d items replayed, %d tickers, %d open points recomputed",
-                 args.db, replayed, len(state.tickers), len(points))
-    committer = OffsetCommitter(args.bootstrap_servers, args.group_id, ledger, before_commit=sink.check_file)
-    # The store acknowledges a scored record by its item's origin (connectors.kafka.relay).
-    stream = StreamRun(sink, RelayLedger(ledger) if args.role == "store" else ledger, committer, metrics, state,
-                       on_fault=control.request_stop)
-    register_run(run_id, stream)
+        graph = functools.partial(build, args=args, source=source, links=links, handle=handle)
+    return run_job(options, handle, graph)
+
+
+def run_job(options: PipelineOptions, handle: RunHandle, graph: Callable[[beam.Pipeline], None]) -> StreamMetrics | None:
+    """Build and run a streaming graph whose steps share ``handle``'s run.
+
+    Here (the local runner) this process is the worker: it opens the run first, so SIGINT/SIGTERM
+    can stop its source (the job then flushes, commits and exits 0), and closes it after; an error
+    the run recorded (a store fault) is raised then, since it explains whatever else failed after
+    it. On another runner its workers open and close the run, and a signal cancels the job.
+    """
+    pipeline = make_pipeline(options)
+    graph(pipeline)
+    if not runs_here(options):
+        result = pipeline.run()
+        with stop_on_signals(result.cancel, "cancelling the job (its workers commit only what is durable)"):
+            result.wait_until_finish()
+        return None
+    run: SharedRun = handle.attach()
     try:
-        # close: the final commit of what is durable, a snapshot, the file closed
-        with observed(args, metrics, broker_lag, every_second=stream.commit_due, close=stream.close), \
-                stop_on_signals(control):
-            pipeline = make_pipeline(options)
-            (store.build if args.role == "store" else build)(pipeline, args, source, links)
+        with stop_on_signals(run.control.request_stop, "finishing the current records, committing offsets, stopping"):
             pipeline.run().wait_until_finish()
     except Exception:
-        if stream.fault is None:  # a store fault explains whatever else failed after it
+        if run.fault is None:
             raise
     finally:
-        unregister_run(run_id)
-        forget_ledger(run_id)
-        forget_run(run_id)
-    if stream.fault is not None:
-        raise stream.fault
-    log.info(metrics.line())
-    return metrics
+        run.close()
+    if run.fault is not None:
+        raise run.fault
+    return run.metrics
 
 
 def quiet_library_logs() -> None:
@@ -256,5 +214,8 @@ def run(argv: list[str]) -> int:
         print(f"tickerpulse stream: error: {exc}; stopped before committing offsets past the last "
               "durable write (the next run replays the rest)", file=sys.stderr)
         return EXIT_STORE_FAULT
+    if metrics is None:
+        print("stream stopped: the job ran on the runner's workers, whose logs carry its counts")
+        return 0
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
     return exit_status("stream", metrics.scored, metrics.dead_lettered)

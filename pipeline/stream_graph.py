@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import apache_beam as beam
 
+from pipeline.run_handle import RunHandle
 from pipeline.scoring import SentimentModelHandler
-from pipeline.stream_transforms import DUPLICATE, DropRepeatedIds, StreamNovelty, StreamRecencyAttention, WriteStream
+from pipeline.stream_transforms import (DUPLICATE, DropRepeatedIds, StreamNovelty, StreamRecencyAttention, StreamRun,
+                                        WriteStream)
 from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, ExtractTickers, Parse, Relevance, Score
 
@@ -23,21 +25,21 @@ def parse_and_link(records: beam.PCollection, links: Linking) -> tuple[beam.PCol
     return parsed.items | "Extract tickers" >> ExtractTickers(links), parsed[DEAD]
 
 
-def land(items: beam.PCollection, run_id: str, handler: SentimentModelHandler | None = None,
+def land(items: beam.PCollection, handle: RunHandle[StreamRun], handler: SentimentModelHandler | None = None,
          aggregate: Callable[[beam.PCollection], object] | None = None) -> beam.PCollection | None:
     """Items -> one per id -> novelty -> scores (when ``handler``; the store's are scored) ->
     relevance -> ``aggregate`` (default: fold into the run's state, write with the points).
     Repeated ids are acknowledged, not stored. Returns the score dead letters (None: no scoring)."""
-    unique = items | "Drop repeated ids" >> DropRepeatedIds(run_id)
-    _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(run_id, DUPLICATE)
-    novel = unique.items | "Novelty" >> StreamNovelty(run_id)
+    unique = items | "Drop repeated ids" >> DropRepeatedIds(handle)
+    _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(handle, DUPLICATE)
+    novel = unique.items | "Novelty" >> StreamNovelty(handle)
     dead = None
     if handler is not None:
         scored = novel | "Score" >> Score(handler)
         novel, dead = scored["items"], scored[DEAD]
     relevant = novel | "Relevance" >> Relevance()
     if aggregate is None:
-        _ = relevant | "Aggregate and write" >> StreamRecencyAttention(run_id)
+        _ = relevant | "Aggregate and write" >> StreamRecencyAttention(handle)
     else:
         aggregate(relevant)
     return dead

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
 import duckdb
@@ -24,10 +25,13 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.duckdb.sink import DuckDBSink, StoreFault, one_line
 from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
-from models.aggregation import SentimentPoint
+from connectors.kafka.relay import RelayLedger
+from connectors.kafka.source import RunControl
+from models.aggregation import AggregationConfig, SentimentPoint
 from pipeline.metrics import StreamMetrics
 from pipeline.records import DeadLetter, Item
-from pipeline.stream_state import StreamState
+from pipeline.run_handle import Observers, Observing, RunDoFn, RunHandle, SharedRun
+from pipeline.stream_state import StreamState, rebuild_state
 from pipeline.transforms import per_ticker
 
 log = logging.getLogger(__name__)
@@ -36,29 +40,73 @@ DUPLICATE = "duplicate"
 SCORED = "scored"  # items written with the points they change
 
 
-class StreamRun:
-    """One streaming run's shared parts in the job's process: the writer and what follows a write.
+@dataclass(frozen=True)
+class StreamSettings:
+    """What a process needs to open a :class:`StreamRun`; picklable, so it travels with the steps."""
+
+    db: str
+    cfg: AggregationConfig
+    observing: Observing
+    until_idle_s: float | None = None
+    allowed_lateness_s: float | None = None
+    snapshot_interval_s: float = 5.0
+    memory_limit: str | None = None
+
+    def open_sink(self) -> DuckDBSink:
+        return DuckDBSink(self.db, snapshot_interval_s=self.snapshot_interval_s, memory_limit=self.memory_limit)
+
+    def acks(self, ledger: DeliveryLedger) -> DeliveryLedger | RelayLedger:
+        """Where written rows are acknowledged: the source's ledger, by the rows' Kafka location."""
+        return ledger
+
+
+class StreamRun(SharedRun):
+    """One streaming run's shared parts in the writer's process: the writer and what follows a write.
 
     ``write`` is the durability point: rows in one DuckDB transaction, then their Kafka offsets
-    acknowledged in the ledger, then (throttled) the consumer-group commit.
+    acknowledged (in ``acks``: the source's ledger, or a relay onto it), then (throttled) the
+    consumer-group commit of the source's ``ledger``.
 
     A ``StoreFault`` (the file removed, replaced or failing, see ``DuckDBSink``) ends the run's
-    writing: it is kept in ``fault``, ``on_fault`` is called once (the job stops its source), and
-    from then on rows are neither written nor acknowledged and no offset is committed, so the
-    records since the last commit are replayed by the next run.
+    writing: it is kept in ``fault``, the source is asked to stop (``control``), and from then on
+    rows are neither written nor acknowledged and no offset is committed, so the records since the
+    last commit are replayed by the next run.
     """
 
     def __init__(self, sink: DuckDBSink, ledger: DeliveryLedger, committer: OffsetCommitter | None,
-                 metrics: StreamMetrics, state: StreamState, on_fault: Callable[[], None] = lambda: None) -> None:
+                 metrics: StreamMetrics, state: StreamState, control: RunControl | None = None,
+                 acks: DeliveryLedger | RelayLedger | None = None) -> None:
+        super().__init__()
         self.sink = sink
         self.ledger = ledger
+        self.acks = acks if acks is not None else ledger
         self.committer = committer
         self.metrics = metrics
         self.state = state
-        self.on_fault = on_fault
-        self.fault: StoreFault | None = None
+        self.control = control if control is not None else RunControl()
+        self.observers: Observers | None = None
         self._lock = threading.Lock()
         self._lookup = sink.con.cursor()
+
+    @classmethod
+    def open(cls, settings: StreamSettings) -> "StreamRun":
+        """Open the file, rebuild the state from it (restoring every point that may still change),
+        and start reporting."""
+        control = RunControl(until_idle_s=settings.until_idle_s)
+        observers = Observers(settings.observing, control)
+        sink = settings.open_sink()
+        state, replayed, points = rebuild_state(sink, settings.cfg, settings.allowed_lateness_s)
+        if replayed:
+            sink.write(points=points)
+            log.info("resumed state from %s: %d items replayed, %d tickers, %d open points recomputed",
+                     settings.db, replayed, len(state.tickers), len(points))
+        ledger = DeliveryLedger()
+        committer = OffsetCommitter(settings.observing.bootstrap_servers, settings.observing.group_id, ledger,
+                                    before_commit=sink.check_file)
+        run = cls(sink, ledger, committer, observers.metrics, state, control, settings.acks(ledger))
+        run.observers = observers
+        observers.start(every_second=run.commit_due)
+        return run
 
     def stored(self, item_ids: list[str]) -> set[str]:
         """Which of these ids are already in DuckDB (written by an earlier bundle or run)?
@@ -139,7 +187,7 @@ class StreamRun:
             self._maybe_commit()
 
     def _acked(self, topic: str, partition: int, offset: int, now_ms: float) -> None:
-        produced_ms = self.ledger.ack((topic, partition), offset)
+        produced_ms = self.acks.ack((topic, partition), offset)
         if produced_ms is not None and produced_ms >= 0:
             self.metrics.observe_latency(max(0.0, now_ms - produced_ms) / 1000)
 
@@ -157,11 +205,17 @@ class StreamRun:
     def _faulted(self, fault: StoreFault) -> None:
         if self.fault is None:
             self.fault = fault
-            self.on_fault()
+            self.control.request_stop()
 
-    def close(self) -> None:
-        """The final commit of what is durable (none after a fault), then close the file; a fault
-        found on the way is kept in ``fault``."""
+    def _close(self) -> None:
+        if self.observers is not None:
+            self.observers.stop(close=self._close_writer)
+        else:
+            self._close_writer()
+
+    def _close_writer(self) -> None:
+        """The final commit of what is durable (none after a fault), a snapshot, then close the
+        file; a fault found on the way is kept in ``fault``."""
         with self._lock:
             self._maybe_commit(final=True)
             if self.committer is not None:
@@ -173,38 +227,12 @@ class StreamRun:
                 self._faulted(exc)
 
 
-_RUNS: dict[str, StreamRun] = {}
-_RUNS_LOCK = threading.Lock()
-
-
-def register_run(run_id: str, run: StreamRun) -> None:
-    with _RUNS_LOCK:
-        _RUNS[run_id] = run
-
-
-def stream_run(run_id: str) -> StreamRun:
-    with _RUNS_LOCK:
-        run = _RUNS.get(run_id)
-    if run is None:
-        raise RuntimeError(f"no streaming run {run_id!r} in this process: the DuckDB sink and the "
-                           "offset ledger need the local runner (source and sink in one process)")
-    return run
-
-
-def unregister_run(run_id: str) -> None:
-    with _RUNS_LOCK:
-        _RUNS.pop(run_id, None)
-
-
-class _DropRepeatedIdsFn(beam.DoFn):
+class _DropRepeatedIdsFn(RunDoFn):
     """The first copy of an id passes; a copy of an id stored in DuckDB (by an earlier bundle or
     run) or seen earlier in this bundle goes to ``duplicate``. Items are held to the end of the
     bundle so that DuckDB is asked once per bundle; the bundle's rows are only written at its end
     anyway, so this adds no latency. Bundles end with their rows written, so ids from earlier
     bundles are all in DuckDB: this keeps no state across bundles."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
 
     def start_bundle(self) -> None:
         self._held: list[WindowedValue] = []
@@ -215,7 +243,7 @@ class _DropRepeatedIdsFn(beam.DoFn):
     def finish_bundle(self) -> Iterator[object]:
         if not self._held:
             return
-        seen = stream_run(self.run_id).stored([held.value.id for held in self._held])
+        seen = self.shared_run.stored([held.value.id for held in self._held])
         for held in self._held:
             if held.value.id in seen:
                 yield beam.pvalue.TaggedOutput(DUPLICATE, held)
@@ -228,28 +256,28 @@ class _DropRepeatedIdsFn(beam.DoFn):
 class DropRepeatedIds(beam.PTransform):
     """Stream: one item per id, across restarts too (an id already in DuckDB is a repeat)."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, handle: RunHandle[StreamRun]) -> None:
         super().__init__()
-        self.run_id = run_id
+        self.handle = handle
 
     def expand(self, items):
-        return items | "Keep first" >> beam.ParDo(_DropRepeatedIdsFn(self.run_id)).with_outputs(DUPLICATE, main="items")
+        return items | "Keep first" >> beam.ParDo(_DropRepeatedIdsFn(self.handle)).with_outputs(DUPLICATE, main="items")
 
 
-def _with_novelty(item: Item, run_id: str) -> Item:
-    n = stream_run(run_id).state.novelty_n(item.text_key, item.ts.timestamp(), item.id)
-    return item.with_(novelty_n=n)
+class _NoveltyFn(RunDoFn):
+    def process(self, item: Item) -> Iterator[Item]:
+        yield item.with_(novelty_n=self.shared_run.state.novelty_n(item.text_key, item.ts.timestamp(), item.id))
 
 
 class StreamNovelty(beam.PTransform):
     """Stream: ``novelty_n`` = earlier items with the same text key within the horizon."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, handle: RunHandle[StreamRun]) -> None:
         super().__init__()
-        self.run_id = run_id
+        self.handle = handle
 
     def expand(self, items):
-        return items | "Count earlier copies" >> beam.Map(_with_novelty, self.run_id)
+        return items | "Count earlier copies" >> beam.ParDo(_NoveltyFn(self.handle))
 
 
 class StreamRecencyAttention(beam.PTransform):
@@ -259,20 +287,20 @@ class StreamRecencyAttention(beam.PTransform):
     written together with those points in one transaction (``StreamRun.write_scored``).
     """
 
-    def __init__(self, run_id: str, max_rows: int = 5000) -> None:
+    def __init__(self, handle: RunHandle[StreamRun], max_rows: int = 5000) -> None:
         super().__init__()
-        self.run_id = run_id
+        self.handle = handle
         self.max_rows = max_rows
 
     def expand(self, items):
-        return items | "Fold and write" >> beam.ParDo(_WriteFn(self.run_id, SCORED, self.max_rows))
+        return items | "Fold and write" >> beam.ParDo(_WriteFn(self.handle, SCORED, self.max_rows))
 
 
-class _WriteFn(beam.DoFn):
+class _WriteFn(RunDoFn):
     """Buffers a bundle's rows of one kind and writes them at its end (bundles are one poll)."""
 
-    def __init__(self, run_id: str, kind: str, max_rows: int) -> None:
-        self.run_id = run_id
+    def __init__(self, handle: RunHandle[StreamRun], kind: str, max_rows: int) -> None:
+        super().__init__(handle)
         self.kind = kind
         self.max_rows = max_rows
 
@@ -290,7 +318,7 @@ class _WriteFn(beam.DoFn):
     def _flush(self) -> None:
         if not self._rows:
             return
-        run = stream_run(self.run_id)
+        run = self.shared_run
         if self.kind == DUPLICATE:
             run.dropped(self._rows)
         elif self.kind == SCORED:
@@ -306,13 +334,13 @@ class WriteStream(beam.PTransform):
 
     KINDS = ("dead_letters", DUPLICATE)
 
-    def __init__(self, run_id: str, kind: str, max_rows: int = 5000) -> None:
+    def __init__(self, handle: RunHandle[StreamRun], kind: str, max_rows: int = 5000) -> None:
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {self.KINDS}")
-        self.run_id = run_id
+        self.handle = handle
         self.kind = kind
         self.max_rows = max_rows
 
     def expand(self, rows):
-        return rows | "Write" >> beam.ParDo(_WriteFn(self.run_id, self.kind, self.max_rows))
+        return rows | "Write" >> beam.ParDo(_WriteFn(self.handle, self.kind, self.max_rows))

@@ -7,8 +7,8 @@ unacknowledged, or one past the last consumed when none is pending: a contiguous
 was read, so gaps in the log (compaction, transaction markers) never stall it, and a crash at
 any point replays exactly the records whose rows might be missing.
 
-The ledger lives in the process that runs the pipeline (the local FnApiRunner runs source and
-sink in one process); :func:`ledger_for` finds it by run id.
+The ledger lives in the worker process that runs both the source and the sink (their steps fuse
+into one stage: no grouping between them); the job hands the same ledger to both.
 """
 from __future__ import annotations
 
@@ -86,21 +86,6 @@ class DeliveryLedger:
     def mark_committed(self, offsets: dict[Partition, int]) -> None:
         with self._lock:
             self._committed.update(offsets)
-
-
-_LEDGERS: dict[str, DeliveryLedger] = {}
-_LEDGERS_LOCK = threading.Lock()
-
-
-def ledger_for(run_id: str) -> DeliveryLedger:
-    """The ledger of one streaming run in this process (created on first use)."""
-    with _LEDGERS_LOCK:
-        return _LEDGERS.setdefault(run_id, DeliveryLedger())
-
-
-def forget_ledger(run_id: str) -> None:
-    with _LEDGERS_LOCK:
-        _LEDGERS.pop(run_id, None)
 
 
 class OffsetCommitter:

@@ -9,9 +9,11 @@ slot whose partition does not exist yet polls the topic's metadata and starts re
 partition is added (see :func:`partition_slots` for why not a discovery SDF). ``ReadPartition``'s
 restriction is the range of offsets still to read, starting at the group's committed offset.
 
-The local runner runs source and sink in one process; a :class:`RunControl` (found by run id)
-carries what they share there: the stop flag set by SIGINT/SIGTERM, the until-idle clock, and
-consumption counters and lag for the metrics.
+The source shares a :class:`SourceSession` with the sink of the same worker process: its
+:class:`RunControl` (the stop flag set by SIGINT/SIGTERM or a store fault, the until-idle clock,
+consumption counters and lag) and the :class:`DeliveryLedger` of the offsets it handed out. The
+job passes a picklable ``session`` callable that returns that process's session (the pipeline
+reaches it through Beam's ``Shared``), so the source imports nothing of the job.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -30,7 +34,7 @@ from apache_beam.utils.timestamp import Timestamp
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from connectors.kafka.offsets import Partition, ledger_for
+from connectors.kafka.offsets import DeliveryLedger, Partition
 from pipeline.records import RawRecord
 
 log = logging.getLogger(__name__)
@@ -45,8 +49,6 @@ class KafkaSourceConfig:
     bootstrap_servers: str
     group_id: str
     topics: tuple[str, ...]
-    run_id: str
-    until_idle_s: float | None = None
     poll_timeout_ms: int = 100
     max_records: int = 500
     discovery_interval_s: float = 5.0
@@ -68,7 +70,7 @@ class KafkaSourceConfig:
 
 @dataclass
 class RunControl:
-    """What the source shares with the rest of the job in this process."""
+    """What the source shares with the rest of the job in its process: when to stop, and what it read."""
 
     until_idle_s: float | None = None
     stop_requested: threading.Event = field(default_factory=threading.Event)
@@ -108,18 +110,14 @@ class RunControl:
         return sum(self.lag.values())
 
 
-_CONTROLS: dict[str, RunControl] = {}
-_CONTROLS_LOCK = threading.Lock()
+class SourceSession(Protocol):
+    """The source's side of what it shares with the sink in one worker process."""
+
+    control: RunControl
+    ledger: DeliveryLedger
 
 
-def run_control(run_id: str, until_idle_s: float | None = None) -> RunControl:
-    with _CONTROLS_LOCK:
-        return _CONTROLS.setdefault(run_id, RunControl(until_idle_s=until_idle_s))
-
-
-def forget_run(run_id: str) -> None:
-    with _CONTROLS_LOCK:
-        _CONTROLS.pop(run_id, None)
+SessionProvider = Callable[[], SourceSession]  # picklable; called in the worker process
 
 
 class Backoff:
@@ -221,11 +219,10 @@ def partition_slots(config: KafkaSourceConfig) -> list[Partition]:
             if number % config.workers == config.worker_index]
 
 
-def resume_offset(config: KafkaSourceConfig, partition: Partition) -> int:
+def resume_offset(config: KafkaSourceConfig, partition: Partition, control: RunControl) -> int:
     """Committed offset, else the log start; waits out an unreachable broker with back-off."""
     tp = TopicPartition(*partition)
     backoff = Backoff(config.bootstrap_servers)
-    control = run_control(config.run_id, config.until_idle_s)
     while True:
         if control.stop_requested.is_set():
             return 0  # stopping before reading anything: the reader ends without consuming
@@ -259,20 +256,28 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
     committed offset, else at its earliest offset.
     """
 
-    def __init__(self, config: KafkaSourceConfig) -> None:
+    def __init__(self, config: KafkaSourceConfig, session: SessionProvider) -> None:
         self.config = config
+        self.session = session
+
+    def _session(self) -> SourceSession:
+        """This process's session, asked for once per DoFn instance (the restriction methods may
+        run before ``setup``)."""
+        if "_acquired" not in self.__dict__:
+            self.__dict__["_acquired"] = self.session()
+        return self.__dict__["_acquired"]
 
     def initial_restriction(self, partition: Partition) -> OffsetRange:
         topic, number = partition[0], int(partition[1])
         directory = self.__dict__.setdefault("_slot_directory", PartitionDirectory(self.config))
-        control = run_control(self.config.run_id, self.config.until_idle_s)
+        control = self._session().control
         # Until the broker answered, "no such partition" cannot be told from "no broker".
         while not directory.known and not control.stop_requested.is_set():
             directory.count(topic)
             if not directory.known:
                 control.stop_requested.wait(directory.backoff.waiting() or 0.1)
         if number < directory.count(topic):
-            return OffsetRange(resume_offset(self.config, (topic, number)), END)
+            return OffsetRange(resume_offset(self.config, (topic, number), control), END)
         return OffsetRange(0, END)  # a partition added later starts empty, at offset 0
 
     def create_tracker(self, restriction: OffsetRange) -> _UnboundedOffsetTracker:
@@ -295,7 +300,8 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
                 tracker=beam.DoFn.RestrictionParam(),
                 watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
         partition = (partition[0], int(partition[1]))
-        control = run_control(self.config.run_id, self.config.until_idle_s)
+        session = self._session()
+        control = session.control
         if control.should_end():
             tracker.try_claim(END)
             return
@@ -325,7 +331,7 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
             self._drop_consumer(partition)
             tracker.defer_remainder()
             return
-        ledger = ledger_for(self.config.run_id)
+        ledger = session.ledger
         ledger.begin(partition, start)
         for record in records:
             if not tracker.try_claim(record.offset):
@@ -363,7 +369,7 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
         self._next_health_check[partition] = now + self.config.health_interval_s
         tp = TopicPartition(*partition)
         end = consumer.end_offsets([tp], timeout_ms=self.config.request_timeout_ms)[tp]
-        run_control(self.config.run_id).lag[partition] = max(0, end - consumer.position(tp))
+        self._session().control.lag[partition] = max(0, end - consumer.position(tp))
         self._backoff.succeeded()
 
     def _drop_consumer(self, partition: Partition) -> None:
@@ -383,13 +389,15 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
 
 
 class ReadFromKafka(beam.PTransform):
-    """Every partition of ``config.topics`` as an unbounded PCollection of RawRecord."""
+    """Every partition of ``config.topics`` as an unbounded PCollection of RawRecord; ``session``
+    returns the worker process's :class:`SourceSession`."""
 
-    def __init__(self, config: KafkaSourceConfig) -> None:
+    def __init__(self, config: KafkaSourceConfig, session: SessionProvider) -> None:
         super().__init__()
         self.config = config
+        self.session = session
 
     def expand(self, pbegin):
         return (pbegin
                 | "Partitions" >> beam.Create(partition_slots(self.config))
-                | "ReadPartitions" >> beam.ParDo(ReadPartition(self.config)).with_output_types(RawRecord))
+                | "ReadPartitions" >> beam.ParDo(ReadPartition(self.config, self.session)).with_output_types(RawRecord))

@@ -3,41 +3,67 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import apache_beam as beam
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.utils.shared import Shared
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewPartitions
 
 from connectors.kafka.embedded import create_topics
-from connectors.kafka.offsets import BrokerLag, DeliveryLedger, OffsetCommitter, committed_offsets, ledger_for
-from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, run_control
+from connectors.kafka.offsets import BrokerLag, DeliveryLedger, OffsetCommitter, committed_offsets
+from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
 
-_SEEN: dict[str, list] = {}
+
+class _Session:
+    """The source's session, and what the stand-in sink saw."""
+
+    def __init__(self, until_idle_s: float | None) -> None:
+        self.control = RunControl(until_idle_s=until_idle_s)
+        self.ledger = DeliveryLedger()
+        self.seen: list = []
+
+
+class _Sessions:
+    """A picklable session provider: one session per process, through Beam's Shared."""
+
+    def __init__(self, until_idle_s: float | None = None) -> None:
+        self._shared = Shared()
+        self.until_idle_s = until_idle_s
+
+    def __call__(self) -> _Session:
+        return self._shared.acquire(lambda: _Session(self.until_idle_s))
 
 
 class _Collect(beam.DoFn):
     """Acks every record at once (a stand-in for the DuckDB sink) and remembers it."""
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    def __init__(self, sessions: _Sessions) -> None:
+        self.sessions = sessions
+
+    def setup(self) -> None:
+        self.session = self.sessions()
 
     def process(self, record):
-        _SEEN.setdefault(self.run_id, []).append(record)
-        ledger_for(self.run_id).ack((record.kafka_topic, record.kafka_partition), record.kafka_offset)
+        self.session.seen.append(record)
+        self.session.ledger.ack((record.kafka_topic, record.kafka_partition), record.kafka_offset)
+
+
+def _run(config: KafkaSourceConfig, sessions: _Sessions) -> _Session:
+    session = sessions()  # held here, so the pipeline's DoFns get this one
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        pipeline | ReadFromKafka(config, sessions) | beam.ParDo(_Collect(sessions))
+    return session
 
 
 def _read(bootstrap: str, group: str, topics: tuple[str, ...], until_idle_s: float = 2.0,
           **settings) -> tuple[list, KafkaSourceConfig]:
-    config = KafkaSourceConfig(bootstrap, group, topics, run_id=str(uuid.uuid4()),
-                               until_idle_s=until_idle_s, discovery_interval_s=0.5, **settings)
-    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
-        pipeline | ReadFromKafka(config) | beam.ParDo(_Collect(config.run_id))
-    committer = OffsetCommitter(bootstrap, group, ledger_for(config.run_id))
+    config = KafkaSourceConfig(bootstrap, group, topics, discovery_interval_s=0.5, **settings)
+    session = _run(config, _Sessions(until_idle_s))
+    committer = OffsetCommitter(bootstrap, group, session.ledger)
     committer.commit()
     committer.close()
-    return _SEEN.pop(config.run_id, []), config
+    return session.seen, config
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
@@ -108,21 +134,20 @@ def test_stop_request_ends_an_endless_run(kafka_broker):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=1)
     _produce(bootstrap, "news", [b"only"], partitions=1)
-    config = KafkaSourceConfig(bootstrap, "g3", ("news",), run_id=str(uuid.uuid4()))
-    threading.Timer(3.0, run_control(config.run_id).request_stop).start()
+    config = KafkaSourceConfig(bootstrap, "g3", ("news",))
+    sessions = _Sessions()
+    threading.Timer(3.0, sessions().control.request_stop).start()
     started = time.monotonic()
-    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
-        pipeline | ReadFromKafka(config) | beam.ParDo(_Collect(config.run_id))
+    session = _run(config, sessions)
     assert 3.0 <= time.monotonic() - started < 15.0
-    assert [r.raw for r in _SEEN.pop(config.run_id)] == [b"only"]
+    assert [r.raw for r in session.seen] == [b"only"]
 
 
 def test_unreachable_broker_is_logged_and_retried(kafka_broker, caplog):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=1)
     _produce(bootstrap, "news", [b"before"], partitions=1)
-    config = KafkaSourceConfig(bootstrap, "g4", ("news",), run_id=str(uuid.uuid4()), until_idle_s=12.0,
-                               request_timeout_ms=1500, health_interval_s=0.5)
+    config = KafkaSourceConfig(bootstrap, "g4", ("news",), request_timeout_ms=1500, health_interval_s=0.5)
 
     def bounce():
         time.sleep(2.0)
@@ -134,10 +159,9 @@ def test_unreachable_broker_is_logged_and_retried(kafka_broker, caplog):
     bouncer = threading.Thread(target=bounce)
     bouncer.start()
     with caplog.at_level("WARNING", logger="connectors.kafka.source"):
-        with beam.Pipeline(runner=FnApiRunner()) as pipeline:
-            pipeline | ReadFromKafka(config) | beam.ParDo(_Collect(config.run_id))
+        session = _run(config, _Sessions(until_idle_s=12.0))
     bouncer.join()
-    assert [r.raw for r in _SEEN.pop(config.run_id)] == [b"before", b"after"]
+    assert [r.raw for r in session.seen] == [b"before", b"after"]
     messages = [r.getMessage() for r in caplog.records if r.name == "connectors.kafka.source"]
     assert any("unreachable" in m and "retrying in" in m for m in messages), messages
     assert any("reachable again" in m for m in messages), messages

@@ -8,7 +8,8 @@ import pytest
 
 from pipeline import backfill
 from pipeline.cli import main
-from pipeline.job_args import EXIT_ONLY_DEAD_LETTERS
+from pipeline.job_args import EXIT_ONLY_DEAD_LETTERS, pipeline_options
+from pipeline.runner import make_pipeline
 
 T0 = 1714550400000  # 2024-05-01T08:00Z, epoch ms
 TABLES = ("items", "item_tickers", "ticker_sentiment", "dead_letters")
@@ -145,7 +146,7 @@ def test_bad_duration_exits_2(tmp_path, capsys):
 def test_pipeline_constructs_for_remote_runners(corpus, tmp_path, runner_args):
     args, beam_args = backfill.parse_args(
         ["--input", str(corpus), "--parquet-out", str(tmp_path / "out"), *runner_args])
-    pipeline = backfill.make_pipeline(beam_args)
+    pipeline = make_pipeline(pipeline_options(beam_args))
     assert type(pipeline.runner).__name__ == runner_args[0].split("=")[1]
     backfill.build(pipeline, args, backfill.plan(args))
     proto = pipeline.to_runner_api()

@@ -1,9 +1,12 @@
-"""The backfill graph with its SDK harness in other processes, as every distributed runner runs it.
+"""The backfill and stream graphs with their SDK harness in other processes, as every distributed
+runner runs them.
 
-Two set-ups, each against the in-process run of the same files:
+Each against the in-process run of the same input:
 - Beam's Python job service with an EXTERNAL environment: a worker pool started here
-  (``apache_beam.runners.worker.worker_pool_main``) starts the SDK harness as its own process;
-- FnApiRunner's multi-processing mode with two SDK-harness processes, which split the bundles.
+  (``apache_beam.runners.worker.worker_pool_main``) starts the SDK harness as its own process
+  (backfill and stream);
+- FnApiRunner's multi-processing mode with two SDK-harness processes, which split the bundles
+  (backfill; the stream's steps share one DuckDB writer, so it runs in one worker process).
 """
 from __future__ import annotations
 
@@ -17,8 +20,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from kafka import KafkaProducer
 
-from connectors.kafka.embedded import free_port
+from connectors.duckdb.snapshot import snapshot_path
+from connectors.kafka.embedded import create_topics, free_port
+from connectors.kafka.offsets import committed_offsets
+from models.aggregation import AggregationConfig
 from pipeline.backfill import run_backfill
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +58,12 @@ def in_process(inputs, tmp_path_factory) -> dict[str, list[dict]]:
     return _tables(db)
 
 
+AGGREGATION = ["--half-life", "1h", "6h", "--cadence", "5m"]
+CFG = AggregationConfig(half_lives_s=(3600.0, 21600.0), cadence_s=300.0)
+
+
 def _argv(inputs: list[Path], db: Path) -> list[str]:
-    return ["--input", *map(str, inputs), "--db", str(db), "--half-life", "1h", "6h", "--cadence", "5m"]
+    return ["--input", *map(str, inputs), "--db", str(db), *AGGREGATION]
 
 
 def _venv_env() -> dict[str, str]:
@@ -62,11 +73,16 @@ def _venv_env() -> dict[str, str]:
             "PYTHONPATH": str(REPO)}
 
 
-def _backfill_process(inputs: list[Path], db: Path, beam_flags: list[str]) -> str:
-    done = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "backfill", *_argv(inputs, db),
-                           *beam_flags], env=_venv_env(), capture_output=True, text=True, timeout=600)
+def _job_process(command: str, argv: list[str], beam_flags: list[str]) -> str:
+    done = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), command, *argv, *beam_flags],
+                          env=_venv_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
+
+
+def _portable_flags(job_port: int, pool_port: int) -> list[str]:
+    return ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{pool_port}"]
 
 
 def _tables(db: Path) -> dict[str, list[dict]]:
@@ -133,15 +149,50 @@ def job_service(tmp_path) -> Iterator[tuple[int, int]]:
 
 def test_job_service_with_an_external_worker_pool_stores_what_the_in_process_run_stores(
         inputs, in_process, job_service, tmp_path):
-    job_port, pool_port = job_service
     db = tmp_path / "portable.duckdb"
-    _backfill_process(inputs, db, ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
-                                   "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}"])
+    _job_process("backfill", _argv(inputs, db), _portable_flags(*job_service))
     _assert_same(_tables(db), in_process)
 
 
 def test_two_sdk_harness_processes_store_what_the_in_process_run_stores(inputs, in_process, tmp_path):
     db = tmp_path / "two-workers.duckdb"
-    log = _backfill_process(inputs, db, ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    log = _job_process("backfill", _argv(inputs, db), ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     assert log.count("Python sdk harness exiting") >= 2  # two harness processes ran
     _assert_same(_tables(db), in_process)
+
+
+def test_stream_on_the_job_service_with_an_external_worker_pool_stores_what_the_in_process_run_stores(
+        kafka_broker, inputs, job_service, tmp_path, points_equal_the_macro):
+    """The same records from two topics (three partitions), read by two consumer groups: one job
+    runs here, the other in the pool's harness process, which opens the DuckDB file, the ledger
+    and the committer there, and closes them (final commit and snapshot) when its steps are torn
+    down."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["news"], partitions=2)
+    create_topics(bootstrap, ["comments"], partitions=1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for path, topic in zip(inputs, ("news", "comments")):
+        for i, line in enumerate(path.read_bytes().splitlines()):
+            producer.send(topic, line, partition=i % (2 if topic == "news" else 1))
+    producer.flush()
+    producer.close()
+    partitions = [("news", 0), ("news", 1), ("comments", 0)]
+    here, there = tmp_path / "here.duckdb", tmp_path / "there.duckdb"
+
+    def stream_argv(db: Path, group: str) -> list[str]:
+        return ["--bootstrap-servers", bootstrap, "--topics", "news", "comments", "--group-id", group,
+                "--db", str(db), "--until-idle", "3s", *AGGREGATION]
+
+    _job_process("stream", stream_argv(here, "here"), [])
+    # Snapshots an hour apart: only the run's close, at the harness's teardown, publishes the last.
+    _job_process("stream", [*stream_argv(there, "there"), "--snapshot-interval", "1h"], _portable_flags(*job_service))
+
+    want = _tables(here)
+    assert want["items"] and want["dead_letters"] and want["ticker_sentiment"]
+    _assert_same(_tables(there), want)
+    points_equal_the_macro(there, CFG)
+    snapshot = _tables(Path(snapshot_path(there)))
+    assert len(snapshot["items"]) == len(want["items"])
+    assert committed_offsets(bootstrap, "there", partitions) == committed_offsets(bootstrap, "here", partitions)
+    assert sum(committed_offsets(bootstrap, "there", partitions).values()) == sum(
+        len(path.read_bytes().splitlines()) for path in inputs)
