@@ -11,7 +11,7 @@ import math
 import re
 from datetime import datetime, timedelta, timezone
 
-from pipeline.records import DeadLetter, Item, RawRecord
+from connectors.records import DeadLetter, Item, RawRecord
 from pipeline.tickers import FIELD, MAX_TICKERS, InvalidTicker, normalise_ticker
 
 STAGE = "parse"

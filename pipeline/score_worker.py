@@ -27,8 +27,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
 from connectors.kafka.producer import Publisher
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
+from connectors.records import DeadLetter, Item
 from pipeline.metrics import StreamMetrics
-from pipeline.records import DeadLetter, Item
 from pipeline.run_handle import Observers, Observing, RunDoFn, RunHandle, SharedRun
 from pipeline.scored_topic import encode_dead_letter, encode_item
 from pipeline.scoring import SentimentModelHandler

@@ -26,8 +26,8 @@ import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from connectors.records import DeadLetter, Item, RawRecord
 from models.aggregation_config import SentimentPoint
-from pipeline.records import DeadLetter, Item, RawRecord
 
 ITEM, DEAD_LETTER, POINT = "item", "dead_letter", "point"
 

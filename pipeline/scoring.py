@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipeline.records import Item
+from connectors.records import Item
 
 if TYPE_CHECKING:  # torch is imported by the worker that loads the model, not at graph building
     from models.engine import Prediction, SentimentEngine

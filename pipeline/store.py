@@ -23,7 +23,7 @@ from connectors.kafka.offsets import DeliveryLedger
 from connectors.kafka.producer import Publisher
 from connectors.kafka.relay import RelayLedger
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka
-from pipeline.records import DeadLetter, Item, RawRecord
+from connectors.records import DeadLetter, Item, RawRecord
 from pipeline.run_handle import RunDoFn, RunHandle
 from pipeline.scored_topic import decode_scored, encode_points
 from pipeline.stream_graph import land

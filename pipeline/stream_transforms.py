@@ -27,9 +27,9 @@ from connectors.duckdb.sink import DuckDBSink, StoreFault, one_line
 from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
 from connectors.kafka.relay import RelayLedger
 from connectors.kafka.source import RunControl
+from connectors.records import DeadLetter, Item
 from models.aggregation import AggregationConfig, SentimentPoint
 from pipeline.metrics import StreamMetrics
-from pipeline.records import DeadLetter, Item
 from pipeline.run_handle import Observers, Observing, RunDoFn, RunHandle, SharedRun
 from pipeline.stream_state import StreamState, rebuild_state
 from pipeline.transforms import per_ticker

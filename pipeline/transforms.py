@@ -18,11 +18,11 @@ from apache_beam.utils.shared import Shared
 
 from connectors.files.readers import file_format, read_records
 from connectors.kafka.range import PartitionRange, read_range
+from connectors.records import DeadLetter, Item, RawRecord
 from models.aggregation import AggregationConfig, RelevanceConfig, aggregate_tickers, relevance
 from pipeline.novelty import novelty_counts
 from pipeline.parse import parse_record
 from pipeline.progress import ProgressMeter
-from pipeline.records import DeadLetter, Item, RawRecord
 from pipeline.scoring import SentimentModelHandler
 from pipeline.tickers import Linking
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from connectors.duckdb.schema import TABLES
-from pipeline.records import DeadLetter, Item
+from connectors.records import DeadLetter, Item
 
 # The Arrow schemas of the tables, derived from their one declaration.
 SCHEMAS: dict[str, pa.Schema] = {name: table.arrow_schema() for name, table in TABLES.items()}

@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 
 from connectors.duckdb import arrow_rows
 from connectors.duckdb.schema import TABLES, create_schema
-from pipeline.records import DeadLetter, Item
+from connectors.records import DeadLetter, Item
 
 log = logging.getLogger(__name__)
 

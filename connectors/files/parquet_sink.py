@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import apache_beam as beam
 
 from connectors.duckdb import arrow_rows
-from pipeline.records import DeadLetter, Item
+from connectors.records import DeadLetter, Item
 
 
 def _item_rows(item: Item) -> Iterator[dict]:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from typing import BinaryIO
 
-from pipeline.records import RawRecord
+from connectors.records import RawRecord
 
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 _TICKER_SEPARATORS = re.compile(r"[\s,;|]+")

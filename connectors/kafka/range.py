@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.records import RawRecord
+from connectors.records import RawRecord
 
 POLL_TIMEOUT_MS = 1000
 

@@ -35,7 +35,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from connectors.kafka.offsets import DeliveryLedger, Partition
-from pipeline.records import RawRecord
+from connectors.records import RawRecord
 
 log = logging.getLogger(__name__)
 

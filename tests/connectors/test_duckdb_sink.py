@@ -15,8 +15,8 @@ from connectors.duckdb import arrow_rows
 from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
 from connectors.duckdb.schema import TABLES, create_schema
 from connectors.duckdb.snapshot import snapshot_path
+from connectors.records import DeadLetter, Item
 from models.aggregation import SentimentPoint
-from pipeline.records import DeadLetter, Item
 
 TS = datetime(2024, 5, 1, 8, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[2]

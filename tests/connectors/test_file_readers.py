@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.files.readers import count_records, file_format, read_records
+from connectors.records import DeadLetter, Item
 from pipeline.parse import parse_record
-from pipeline.records import DeadLetter, Item
 
 
 def read(path):

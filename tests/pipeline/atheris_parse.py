@@ -18,7 +18,7 @@ import atheris
 
 with atheris.instrument_imports():
     from pipeline.parse import parse_record
-    from pipeline.records import DeadLetter, Item, RawRecord
+    from connectors.records import DeadLetter, Item, RawRecord
 
 NOW = datetime(2024, 6, 1, tzinfo=timezone.utc)
 FIELDS = ("id", "text", "published_at", "source", "tickers", "url", "author", "lang", "other")

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.records import DeadLetter, Item, RawRecord
 from pipeline.parse import MAX_RECORD_BYTES, MAX_TEXT_CHARS, normalise_text, parse_record, text_key
-from pipeline.records import DeadLetter, Item, RawRecord
 
 NOW = datetime(2024, 6, 1, tzinfo=timezone.utc)
 

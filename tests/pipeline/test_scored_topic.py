@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.records import DeadLetter, Item, RawRecord
 from models.aggregation_config import SentimentPoint
-from pipeline.records import DeadLetter, Item, RawRecord
 from pipeline.scored_topic import decode_scored, encode_dead_letter, encode_item, encode_points
 
 _text = st.text(max_size=40)

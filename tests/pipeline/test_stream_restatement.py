@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from connectors.duckdb.sink import DuckDBSink
 from connectors.kafka.offsets import DeliveryLedger
+from connectors.records import Item
 from models.aggregation import AggregationConfig
 from pipeline.metrics import StreamMetrics
-from pipeline.records import Item
 from pipeline.stream_state import StreamState, rebuild_state
 from pipeline.stream_transforms import StreamRun
 

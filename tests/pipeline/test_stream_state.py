@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pytest
 
 from connectors.duckdb.sink import DuckDBSink
+from connectors.records import Item
 from models.aggregation import AggregationConfig, aggregate_series
-from pipeline.records import Item
 from pipeline.stream_state import StreamState, rebuild_state
 
 CFG = AggregationConfig(half_lives_s=(600.0, 3600.0), horizon_s=7200.0, cadence_s=300.0, top_k=3)

@@ -1,4 +1,7 @@
-"""The records that flow between pipeline stages (docs/data-model.md)."""
+"""The records that flow between the stages and the connectors (docs/data-model.md).
+
+A leaf module: the connectors (readers, the Kafka source, the DuckDB and Parquet sinks) and the
+pipeline both import it, and it imports nothing of the project."""
 from __future__ import annotations
 
 import dataclasses
