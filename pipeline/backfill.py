@@ -27,13 +27,14 @@ from connectors.files.readers import count_records, file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
+from pipeline.graph import sentiment_graph
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
                                check_db_path, check_precision, exit_status, linking, pipeline_options)
 from pipeline.runner import make_pipeline
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
-from pipeline.transforms import (DEAD, NAMESPACE, Aggregate, DropDuplicateIds, ExtractTickers, Novelty, Parse,
-                                 ReadFiles, ReadKafkaRange, Relevance, ReportProgress, Score)
+from pipeline.transforms import (NAMESPACE, Aggregate, DropDuplicateIds, Novelty, ReadFiles, ReadKafkaRange,
+                                 ReportProgress)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -138,6 +139,33 @@ def _count(path: str) -> int:
         return count_records(stream, path)
 
 
+class BatchMode:
+    """The bounded forms of the stages (``pipeline.graph.Mode``): dedupe and novelty group by key,
+    the points are one batch over all items, and one writer takes every table at the end."""
+
+    def __init__(self, args: argparse.Namespace, the_plan: Plan) -> None:
+        self.args = args
+        self.plan = the_plan
+
+    def dedupe(self) -> DropDuplicateIds:
+        return DropDuplicateIds()
+
+    def novelty(self) -> Novelty:
+        return Novelty(self.plan.aggregation.horizon_s)
+
+    def write(self, items: beam.PCollection, dead_letters: dict[str, beam.PCollection]) -> None:
+        items = items | "Progress scored" >> ReportProgress("scored", self.plan.expected, self.args.progress_interval)
+        outputs = {
+            "items": items,
+            "dead_letters": tuple(dead_letters.values()) | "Merge dead letters" >> beam.Flatten(),
+            "points": items | "Aggregate" >> Aggregate(self.plan.aggregation),
+        }
+        if self.args.parquet_out:
+            _ = outputs | "Write Parquet" >> WriteParquetTables(self.args.parquet_out)
+        else:
+            _ = outputs | "Write DuckDB" >> WriteToDuckDB(self.args.db)
+
+
 def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> None:
     """The backfill graph (docs/architecture.md); every step is a labelled transform."""
     sources = []
@@ -145,28 +173,11 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
         sources.append(pipeline | "Read files" >> ReadFiles(the_plan.paths))
     if the_plan.ranges:
         sources.append(pipeline | "Read Kafka range" >> ReadKafkaRange(args.kafka_bootstrap, the_plan.ranges))
-    records = sources | "Merge sources" >> beam.Flatten()
-    parsed = (records
-              | "Progress read" >> ReportProgress("read", the_plan.expected, args.progress_interval)
-              | "Parse" >> Parse())
+    records = (sources
+               | "Merge sources" >> beam.Flatten()
+               | "Progress read" >> ReportProgress("read", the_plan.expected, args.progress_interval))
     handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
-    scored = (parsed.items
-              | "Extract tickers" >> ExtractTickers(the_plan.linking)
-              | "Drop duplicate ids" >> DropDuplicateIds()
-              | "Novelty" >> Novelty(args.horizon)
-              | "Score" >> Score(handler))
-    items = (scored["items"]
-             | "Relevance" >> Relevance()
-             | "Progress scored" >> ReportProgress("scored", the_plan.expected, args.progress_interval))
-    outputs = {
-        "items": items,
-        "dead_letters": (parsed[DEAD], scored[DEAD]) | "Merge dead letters" >> beam.Flatten(),
-        "points": items | "Aggregate" >> Aggregate(the_plan.aggregation),
-    }
-    if args.parquet_out:
-        _ = outputs | "Write Parquet" >> WriteParquetTables(args.parquet_out)
-    else:
-        _ = outputs | "Write DuckDB" >> WriteToDuckDB(args.db)
+    sentiment_graph(records, the_plan.linking, BatchMode(args, the_plan), handler)
 
 
 def import_parquet(args: argparse.Namespace) -> dict[str, int]:

@@ -33,7 +33,7 @@ from pipeline.run_handle import Observers, Observing, RunDoFn, RunHandle, Shared
 from pipeline.scored_topic import encode_dead_letter, encode_item
 from pipeline.scoring import SentimentModelHandler
 from pipeline.stream import run_job
-from pipeline.stream_graph import parse_and_link
+from pipeline.graph import parse_and_link
 from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, Score
 

@@ -5,7 +5,7 @@
 
 It is the single-process stream without the scoring: the scored topic's items go through the same
 stages (one per id, novelty, relevance, the per-ticker state folded and written with the points
-in one transaction, ``pipeline.stream_graph.land``), the workers' dead letters are written, and
+in one transaction, ``pipeline.graph.land``), the workers' dead letters are written, and
 every point a write stores is then published to the points topic. A scored record is
 acknowledged by its item's or dead letter's origin (connectors.kafka.relay), so its offset is
 committed only after that write and that publish. On restart it rebuilds its state from DuckDB
@@ -26,8 +26,8 @@ from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka
 from connectors.records import DeadLetter, Item, RawRecord
 from pipeline.run_handle import RunDoFn, RunHandle
 from pipeline.scored_topic import decode_scored, encode_points
-from pipeline.stream_graph import land
-from pipeline.stream_transforms import StreamRun, StreamSettings, WriteStream
+from pipeline.graph import land
+from pipeline.stream_transforms import StreamMode, StreamRun, StreamSettings
 from pipeline.transforms import DEAD
 
 
@@ -92,5 +92,4 @@ class DecodeScored(beam.PTransform):
 def build(pipeline: beam.Pipeline, source: KafkaSourceConfig, handle: RunHandle[StreamRun]) -> None:
     """The store's graph: the stream's stages over the scored topic, without linking or scoring."""
     decoded = pipeline | "Read Kafka" >> ReadFromKafka(source, handle) | "Decode scored" >> DecodeScored(handle)
-    land(decoded.items, handle)
-    _ = decoded[DEAD] | "Write dead letters" >> WriteStream(handle, "dead_letters")
+    land(decoded.items, StreamMode(handle), dead_letters={"decode": decoded[DEAD]})

@@ -41,8 +41,8 @@ from pipeline.run_handle import Observing, RunHandle, SharedRun
 from pipeline.runner import make_pipeline, runs_here
 from pipeline.scaleout_args import add_role_args, check_role
 from pipeline.scoring import SentimentModelHandler
-from pipeline.stream_graph import land, parse_and_link
-from pipeline.stream_transforms import StreamRun, StreamSettings, WriteStream
+from pipeline.graph import sentiment_graph
+from pipeline.stream_transforms import StreamMode, StreamRun, StreamSettings
 from pipeline.tickers import Linking
 
 log = logging.getLogger(__name__)
@@ -107,11 +107,8 @@ def check(args: argparse.Namespace) -> AggregationConfig:
 def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSourceConfig, links: Linking,
           handle: RunHandle[StreamRun]) -> None:
     """The streaming graph: no Flatten or GroupByKey on the local path, so it fuses into one stage."""
-    items, parse_dead = parse_and_link(pipeline | "Read Kafka" >> ReadFromKafka(source, handle), links)
     handler = SentimentModelHandler(args.model, args.device, args.precision, batch_size=args.batch_size)
-    score_dead = land(items, handle, handler)
-    _ = parse_dead | "Write parse dead letters" >> WriteStream(handle, "dead_letters")
-    _ = score_dead | "Write score dead letters" >> WriteStream(handle, "dead_letters")
+    sentiment_graph(pipeline | "Read Kafka" >> ReadFromKafka(source, handle), links, StreamMode(handle), handler)
 
 
 def settings(args: argparse.Namespace, cfg: AggregationConfig) -> StreamSettings:

@@ -254,14 +254,17 @@ class _DropRepeatedIdsFn(RunDoFn):
 
 
 class DropRepeatedIds(beam.PTransform):
-    """Stream: one item per id, across restarts too (an id already in DuckDB is a repeat)."""
+    """Stream: one item per id, across restarts too (an id already in DuckDB is a repeat). Repeats
+    are acknowledged, not stored, so the committed offset moves past them."""
 
     def __init__(self, handle: RunHandle[StreamRun]) -> None:
         super().__init__()
         self.handle = handle
 
     def expand(self, items):
-        return items | "Keep first" >> beam.ParDo(_DropRepeatedIdsFn(self.handle)).with_outputs(DUPLICATE, main="items")
+        unique = items | "Keep first" >> beam.ParDo(_DropRepeatedIdsFn(self.handle)).with_outputs(DUPLICATE, main="items")
+        _ = unique[DUPLICATE] | "Acknowledge duplicates" >> WriteStream(self.handle, DUPLICATE)
+        return unique.items
 
 
 class _NoveltyFn(RunDoFn):
@@ -344,3 +347,21 @@ class WriteStream(beam.PTransform):
 
     def expand(self, rows):
         return rows | "Write" >> beam.ParDo(_WriteFn(self.handle, self.kind, self.max_rows))
+
+
+class StreamMode:
+    """The unbounded forms of the stages (``pipeline.graph.Mode``), over one run's shared parts."""
+
+    def __init__(self, handle: RunHandle[StreamRun]) -> None:
+        self.handle = handle
+
+    def dedupe(self) -> DropRepeatedIds:
+        return DropRepeatedIds(self.handle)
+
+    def novelty(self) -> StreamNovelty:
+        return StreamNovelty(self.handle)
+
+    def write(self, items: beam.PCollection, dead_letters: dict[str, beam.PCollection]) -> None:
+        _ = items | "Aggregate and write" >> StreamRecencyAttention(self.handle)
+        for stage, dead in dead_letters.items():
+            _ = dead | f"Write {stage} dead letters" >> WriteStream(self.handle, "dead_letters")

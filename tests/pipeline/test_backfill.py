@@ -151,7 +151,7 @@ def test_pipeline_constructs_for_remote_runners(corpus, tmp_path, runner_args):
     backfill.build(pipeline, args, backfill.plan(args))
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for step in ("Read files", "Parse", "Extract tickers", "Drop duplicate ids", "Novelty", "Score",
+    for step in ("Read files", "Parse", "Extract tickers", "Drop repeated ids", "Novelty", "Score",
                  "Relevance", "Aggregate", "Merge dead letters", "Write Parquet"):
         assert step in names
 
