@@ -3,6 +3,7 @@
     python bench/bench_stream.py                          # 50 msgs/s for 60 s, backlog of 2000
     python bench/bench_stream.py --rate 50 --duration 600 # the 10-minute memory check
     python bench/bench_stream.py --rate 50 --duration 600 --event-spacing 30  # ... with full horizons
+    python bench/bench_stream.py --rate 50 --duration 1800 --event-spacing 30 --duckdb-memory-limit 256MB
 
 One run, one process, a real embedded broker, the bundled model, the bundled default settings:
 1. scoring only: the engine alone on 2,000 distinct texts (batches of 64): the baseline items/s;
@@ -73,13 +74,15 @@ def scoring_only(n: int = 2000, batch: int = 64) -> float:
     return n / (time.perf_counter() - started)
 
 
-def stream_args(bootstrap: str, db: str, group: str, until_idle: str, snapshot_interval: str) -> list[str]:
+def stream_args(bootstrap: str, db: str, group: str, until_idle: str, snapshot_interval: str,
+                memory_limit: str | None) -> list[str]:
     return ["--bootstrap-servers", bootstrap, "--topics", "bench", "--group-id", group, "--db", db,
-            "--until-idle", until_idle, "--metrics-interval", "10s", "--snapshot-interval", snapshot_interval]
+            "--until-idle", until_idle, "--metrics-interval", "10s", "--snapshot-interval", snapshot_interval,
+            *(["--duckdb-memory-limit", memory_limit] if memory_limit else [])]
 
 
 def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s: float,
-               snapshot_interval: str) -> dict[str, object]:
+               snapshot_interval: str, memory_limit: str | None) -> dict[str, object]:
     """Warm-up record first (start-up is not latency), then ``rate`` records/s for ``duration`` s."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     producer.send("bench", record(0, 0.0)).get(timeout=30)
@@ -108,7 +111,7 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
     watcher = subprocess.Popen([sys.executable, str(Path(__file__).with_name("reader_watch.py")), db, seen_file])
     thread = threading.Thread(target=produce)
     thread.start()
-    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s", snapshot_interval))
+    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s", snapshot_interval, memory_limit))
     thread.join()
     watcher.terminate()
     watcher.wait(timeout=60)
@@ -132,14 +135,15 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
             "rss_each_minute": rss_each_minute}
 
 
-def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: int, snapshot_interval: str) -> float:
+def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: int, snapshot_interval: str,
+              memory_limit: str | None) -> float:
     """The backlog's event times continue ``after`` the fixed-rate records' (none in the future)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for j in range(backlog):
         producer.send("bench-backlog", record(10**7 + j, (after + 1 + j) * spacing_s))
     producer.flush()
     producer.close()
-    args = stream_args(bootstrap, db, "bench-backlog", "3s", snapshot_interval)
+    args = stream_args(bootstrap, db, "bench-backlog", "3s", snapshot_interval, memory_limit)
     args[args.index("bench")] = "bench-backlog"
     stream.run_stream(args)
     con = duckdb.connect(db, read_only=True)
@@ -160,6 +164,7 @@ def main() -> None:
     p.add_argument("--backlog", type=int, default=2000)
     p.add_argument("--event-spacing", type=float, default=1.0, help="seconds of event time between records")
     p.add_argument("--snapshot-interval", default="5s", help="the job's --snapshot-interval (default: the job's, 5s)")
+    p.add_argument("--duckdb-memory-limit", help="the job's --duckdb-memory-limit (default: DuckDB's, 80%% of RAM)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stream.quiet_library_logs()
@@ -170,7 +175,7 @@ def main() -> None:
         create_topics(broker.bootstrap_servers, ["bench", "bench-backlog"])
         db = str(Path(tmp) / "bench.duckdb")
         latency = fixed_rate(broker.bootstrap_servers, db, args.rate, args.duration, args.event_spacing,
-                             args.snapshot_interval)
+                             args.snapshot_interval, args.duckdb_memory_limit)
         print(f"fixed rate {args.rate:g} msgs/s for {args.duration:g} s, event times {args.event_spacing:g} s apart: "
               f"{latency['stored']}/{latency['sent']} stored; "
               f"produce -> row in DuckDB p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms, "
@@ -182,7 +187,7 @@ def main() -> None:
         print(f"RSS at start {latency['rss_start_mib']:.0f} MiB, at end {latency['rss_end_mib']:.0f} MiB; "
               f"each minute: {', '.join(f'{m:.0f}' for m in latency['rss_each_minute'])} MiB")
         rate = sustained(broker.bootstrap_servers, db, args.backlog, args.event_spacing, latency["sent"],
-                         args.snapshot_interval)
+                         args.snapshot_interval, args.duckdb_memory_limit)
         print(f"sustained (catch-up of {args.backlog} records): {rate:,.0f} items/s = "
               f"{rate / baseline:.2f} of scoring-only")
 
