@@ -148,9 +148,14 @@ def test_unreachable_broker_is_logged_and_retried(kafka_broker, caplog):
     create_topics(bootstrap, ["news"], partitions=1)
     _produce(bootstrap, "news", [b"before"], partitions=1)
     config = KafkaSourceConfig(bootstrap, "g4", ("news",), request_timeout_ms=1500, health_interval_s=0.5)
+    sessions = _Sessions(until_idle_s=12.0)
+    session = sessions()
 
     def bounce():
-        time.sleep(2.0)
+        deadline = time.monotonic() + 120
+        while not session.seen:  # the outage comes once the source reads, however slow its start
+            assert time.monotonic() < deadline, "the source read nothing in 120 s"
+            time.sleep(0.1)
         kafka_broker.stop()
         time.sleep(3.0)
         kafka_broker.start()
@@ -159,7 +164,7 @@ def test_unreachable_broker_is_logged_and_retried(kafka_broker, caplog):
     bouncer = threading.Thread(target=bounce)
     bouncer.start()
     with caplog.at_level("WARNING", logger="connectors.kafka.source"):
-        session = _run(config, _Sessions(until_idle_s=12.0))
+        _run(config, sessions)
     bouncer.join()
     assert [r.raw for r in session.seen] == [b"before", b"after"]
     messages = [r.getMessage() for r in caplog.records if r.name == "connectors.kafka.source"]

@@ -206,7 +206,11 @@ def test_job_recovers_when_the_broker_restarts(kafka_broker, tmp_path, caplog):
     produce(bootstrap, rows[:15])
 
     def bounce():
-        time.sleep(6)
+        # The outage comes once the first records are durable, however slow the job's start.
+        deadline = time.monotonic() + 120
+        while (committed_offsets(bootstrap, "tp-test", [("news", 0)])[("news", 0)] or 0) < 15:
+            assert time.monotonic() < deadline, "the job committed nothing in 120 s"
+            time.sleep(0.2)
         kafka_broker.stop()
         time.sleep(8)  # longer than the source's 5 s request timeout; shorter blips are absorbed silently
         kafka_broker.start()
