@@ -84,12 +84,18 @@ def last_version_per_point(table: pa.Table) -> pa.Table:
     return table.take(positions.take(pc.sort_indices(positions)))  # kept rows, in table order
 
 
+SNAPSHOT_SHARE = 0.1  # the most of the writer's time that publishing snapshots may take
+
+
 class DuckDBSink:
     """A plain writer the batch transform and the streaming job share.
 
     ``write`` is one transaction: when it returns, the rows are durable (the streaming job
     commits Kafka offsets only then). With ``snapshot_interval_s`` it also publishes a read-only
-    snapshot for concurrent readers at most that often (connectors.duckdb.snapshot).
+    snapshot for concurrent readers at most that often (connectors.duckdb.snapshot), and never
+    so often that publishing takes more than ``SNAPSHOT_SHARE`` of the time: the copy grows
+    with the file (~550 ms at 150 MB), so a large file's snapshots space out instead of starving
+    the writer.
     ``memory_limit`` caps DuckDB's buffer cache, which otherwise may grow to 80% of RAM in a
     long-running job.
 
@@ -106,6 +112,7 @@ class DuckDBSink:
         create_schema(self.con)
         self.snapshot_interval_s = snapshot_interval_s
         self._last_snapshot = float("-inf")  # the first write publishes: readers never wait a whole interval
+        self.snapshot_gap_s = snapshot_interval_s  # from one snapshot's start to the next's: grows with the copy
         self._unpublished = False  # a write committed since the last snapshot
         self._publish = _snapshot_publisher() if snapshot_interval_s else None
 
@@ -187,24 +194,26 @@ class DuckDBSink:
         return written
 
     def maybe_publish_snapshot(self, force: bool = False) -> str | None:
-        """Publish if a write is not in a snapshot yet and the last one is an interval old.
+        """Publish if a write is not in a snapshot yet and the last one is ``snapshot_gap_s`` old:
+        the interval, or the last publish's duration / ``SNAPSHOT_SHARE`` when that is longer.
 
-        A write inside the interval is published by the next call after it: the streaming job
-        calls this every second too, so a burst followed by quiet is visible within the interval
-        plus a second. Call it from the writing thread or under the writer's lock.
+        A write inside the gap is published by the next call after it: the streaming job calls
+        this every second too, so a burst followed by quiet is visible within the gap plus a
+        second. Call it from the writing thread or under the writer's lock.
         """
         if self._publish is None:
             return None
-        if not force and (not self._unpublished
-                          or time.monotonic() - self._last_snapshot < self.snapshot_interval_s):
+        if not force and (not self._unpublished or time.monotonic() - self._last_snapshot < self.snapshot_gap_s):
             return None
         self.check_file()  # the copy reads the path: a replacement would be published as ours
-        self._last_snapshot = time.monotonic()
+        started = self._last_snapshot = time.monotonic()
         self._unpublished = False
         try:
             return self._publish(self.con, self.db_path)
         except _STORE_ERRORS as exc:
             self._fail(f"publishing a snapshot of {self.db_path} failed: {one_line(exc)}")
+        finally:
+            self.snapshot_gap_s = max(self.snapshot_interval_s, (time.monotonic() - started) / SNAPSHOT_SHARE)
 
     def close(self) -> None:
         """Publish a last snapshot (none after a fault) and close the file."""

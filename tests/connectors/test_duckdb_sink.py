@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.duckdb import arrow_rows
-from connectors.duckdb.sink import DuckDBSink, StoreFault, memory_limit
+from connectors.duckdb.sink import SNAPSHOT_SHARE, DuckDBSink, StoreFault, memory_limit
 from connectors.duckdb.schema import TABLES, create_schema
 from connectors.duckdb.snapshot import snapshot_path
 from connectors.records import DeadLetter, Item
@@ -60,6 +61,28 @@ def test_a_failed_write_rolls_back_everything(tmp_path):
         with pytest.raises(duckdb.Error):
             sink.write_tables({"dead_letters": good_dead, "items": bad_items})
         assert sink.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+
+
+def test_snapshots_space_out_when_publishing_would_take_more_than_its_share(tmp_path):
+    """A publish that takes 0.2 s holds the next one back 2 s (SNAPSHOT_SHARE 0.1), though the
+    interval is 0.05 s; the real publish runs behind the delay."""
+    db = str(tmp_path / "s.duckdb")
+    with DuckDBSink(db, snapshot_interval_s=0.05) as sink:
+        publish, published = sink._publish, []
+
+        def slow_publish(con, path):
+            time.sleep(0.2)
+            published.append(path)
+            return publish(con, path)
+
+        sink._publish = slow_publish
+        sink.write([scored("a")])  # the first write publishes at once
+        assert published == [db] and sink.snapshot_gap_s >= 0.2 / SNAPSHOT_SHARE
+        time.sleep(0.1)
+        sink.write([scored("b")])  # due by the interval, held back by the share
+        assert published == [db]
+        time.sleep(sink.snapshot_gap_s - 0.1)
+        assert sink.maybe_publish_snapshot() == snapshot_path(db) and published == [db, db]
 
 
 def test_snapshots_are_published_for_concurrent_readers(tmp_path):
