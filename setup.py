@@ -35,7 +35,7 @@ setup(
         "dash>=3,<5",  # the dashboard (docs/dashboard.md): bundles plotly.js, served locally
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "selenium>=4", "atheris>=2.3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "selenium>=4", "atheris>=2.3"],
         "gpu": [],
         "dashboard": [],
     },

@@ -18,7 +18,7 @@ def setup_block(readme: str) -> list[str]:
 def test_the_readme_opens_with_exactly_two_commands_the_second_installing_the_browser():
     first, second = setup_block((REPO_ROOT / "README.md").read_text())
     assert first == "pip install -e . && python run_pipeline.py demo"
-    assert second == 'sh .ci/install-browser.sh && pip install -e ".[test]" && python -m pytest'
+    assert second == 'sh .ci/install-browser.sh && pip install -e ".[test]" && python -m pytest -n 2'
 
 
 @pytest.mark.parametrize("second, status, message", [
