@@ -75,13 +75,15 @@ class SharedRun:
     """Base of a run: it counts the DoFns using it, and the last to leave closes it (once).
 
     The job reads three things of it: ``control`` (its source's), ``metrics``, and ``fault``
-    (an error that ended its writing, raised once the run is closed)."""
+    (an error that ended its writing, raised once the run is closed). Closing stops its
+    ``observers`` around ``_finish``, the subclass's final commit and release of what it opened."""
 
     control: RunControl
     metrics: StreamMetrics
 
     def __init__(self) -> None:
         self.fault: Exception | None = None
+        self.observers: Observers | None = None
         self._users = 0
         self._users_lock = threading.Lock()
         self.closed = False
@@ -103,9 +105,12 @@ class SharedRun:
             if self.closed:
                 return
             self.closed = True
-        self._close()
+        if self.observers is not None:
+            self.observers.stop(close=self._finish)
+        else:
+            self._finish()
 
-    def _close(self) -> None:
+    def _finish(self) -> None:
         raise NotImplementedError
 
 

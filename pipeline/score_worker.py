@@ -64,7 +64,6 @@ class ScoreRun(SharedRun):
         self.committer = committer
         self.metrics = metrics
         self.control = control
-        self.observers: Observers | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -96,13 +95,7 @@ class ScoreRun(SharedRun):
         with self._lock:
             self.committer.maybe_commit()
 
-    def _close(self) -> None:
-        if self.observers is not None:
-            self.observers.stop(close=self._close_publisher)
-        else:
-            self._close_publisher()
-
-    def _close_publisher(self) -> None:
+    def _finish(self) -> None:
         """The final commit of what the broker acknowledged."""
         with self._lock:
             self.committer.commit()

@@ -84,7 +84,6 @@ class StreamRun(SharedRun):
         self.metrics = metrics
         self.state = state
         self.control = control if control is not None else RunControl()
-        self.observers: Observers | None = None
         self._lock = threading.Lock()
         self._lookup = sink.con.cursor()
 
@@ -207,13 +206,7 @@ class StreamRun(SharedRun):
             self.fault = fault
             self.control.request_stop()
 
-    def _close(self) -> None:
-        if self.observers is not None:
-            self.observers.stop(close=self._close_writer)
-        else:
-            self._close_writer()
-
-    def _close_writer(self) -> None:
+    def _finish(self) -> None:
         """The final commit of what is durable (none after a fault), a snapshot, then close the
         file; a fault found on the way is kept in ``fault``."""
         with self._lock:
