@@ -94,6 +94,20 @@ def test_ledger_commits_only_the_durable_prefix_and_skips_log_gaps():
     assert ledger.uncommitted() == {}
 
 
+def test_idle_needs_an_empty_latest_poll_on_every_partition_not_just_time_since_the_last_records():
+    """A bundle processed for longer than the idle limit does not end the run: records may have
+    arrived meanwhile, and only an empty poll after it says its partition is drained."""
+    control = RunControl(until_idle_s=0.2)
+    control.note_records(("news", 0), 500)
+    control.note_records(("news", 1), 3)
+    time.sleep(0.3)  # the bundles outlast the idle limit
+    assert not control.should_end()
+    control.note_empty_poll(("news", 1))
+    assert not control.should_end()  # partition 0 has not been polled since its records
+    control.note_empty_poll(("news", 0))
+    assert control.should_end() and control.should_end()  # and it stays ended
+
+
 def test_reads_every_partition_then_resumes_from_committed_offsets(kafka_broker):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=2)
