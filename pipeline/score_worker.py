@@ -32,7 +32,7 @@ from pipeline.metrics import StreamMetrics
 from pipeline.run_handle import Observers, Observing, RunDoFn, RunHandle, SharedRun
 from pipeline.scored_topic import encode_dead_letter, encode_item
 from pipeline.scoring import SentimentModelHandler
-from pipeline.stream import run_job
+from pipeline.stream import observing, run_job
 from pipeline.graph import parse_and_link
 from pipeline.tickers import Linking
 from pipeline.transforms import DEAD, Score
@@ -155,10 +155,8 @@ def run_worker(args: argparse.Namespace, options: PipelineOptions, links: Linkin
                                max_records=args.max_poll_records,
                                spare_partitions=args.spare_partitions, worker_index=args.worker_index,
                                workers=args.workers)
-    observing = Observing(args.bootstrap_servers, args.group_id, tuple(args.topics), args.metrics_port,
-                          args.metrics_interval)
-    handle = RunHandle(functools.partial(ScoreRun.open, WorkerSettings(observing, args.scored_topic, args.until_idle)),
-                       f"score-{uuid.uuid4()}")
+    settings = WorkerSettings(observing(args), args.scored_topic, args.until_idle)
+    handle = RunHandle(functools.partial(ScoreRun.open, settings), f"score-{uuid.uuid4()}")
     log.info("scoring worker %d of %d: partitions p %% %d == %d of %s -> %s", args.worker_index, args.workers,
              args.workers, args.worker_index, ", ".join(args.topics), args.scored_topic)
     return run_job(options, handle, functools.partial(build, args=args, source=source, links=links, handle=handle))

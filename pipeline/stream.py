@@ -111,10 +111,14 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     sentiment_graph(pipeline | "Read Kafka" >> ReadFromKafka(source, handle), links, StreamMode(handle), handler)
 
 
+def observing(args: argparse.Namespace) -> Observing:
+    """What every role's run reports on, from the command line."""
+    return Observing(args.bootstrap_servers, args.group_id, tuple(args.topics), args.metrics_port,
+                     args.metrics_interval)
+
+
 def settings(args: argparse.Namespace, cfg: AggregationConfig) -> StreamSettings:
-    observing = Observing(args.bootstrap_servers, args.group_id, tuple(args.topics), args.metrics_port,
-                          args.metrics_interval)
-    common = dict(db=args.db, cfg=cfg, observing=observing, until_idle_s=args.until_idle,
+    common = dict(db=args.db, cfg=cfg, observing=observing(args), until_idle_s=args.until_idle,
                   allowed_lateness_s=args.allowed_lateness, snapshot_interval_s=args.snapshot_interval,
                   memory_limit=args.duckdb_memory_limit)
     if args.role == "store":
