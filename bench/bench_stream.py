@@ -163,7 +163,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--backlog", type=int, default=2000)
     p.add_argument("--event-spacing", type=float, default=1.0, help="seconds of event time between records")
-    p.add_argument("--snapshot-interval", default="5s", help="the job's --snapshot-interval (default: the job's, 5s)")
+    p.add_argument("--snapshot-interval", default="1s", help="the job's --snapshot-interval (default: the job's, 1s)")
     p.add_argument("--duckdb-memory-limit", help="the job's --duckdb-memory-limit (default: DuckDB's, 80%% of RAM)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -63,8 +63,8 @@ def parser() -> argparse.ArgumentParser:
                        help="partitions that may be added per topic while running (default 8)")
     out = p.add_argument_group("sink")
     out.add_argument("--db", default=env_default("db", "tickerpulse.duckdb"), help="DuckDB file (this job is its writer)")
-    out.add_argument("--snapshot-interval", type=duration_seconds, default=env_default("snapshot_interval", "5s"),
-                     help="publish a read-only snapshot for query/dashboard this often (default 5s)")
+    out.add_argument("--snapshot-interval", type=duration_seconds, default=env_default("snapshot_interval", "1s"),
+                     help="publish a read-only snapshot for query/dashboard this often (default 1s)")
     out.add_argument("--duckdb-memory-limit", type=_memory_limit, default=env_default("duckdb_memory_limit"),
                      metavar="SIZE", help="cap DuckDB's buffer cache, e.g. 512MB or 10%% (default: DuckDB's, 80%% of RAM)")
     add_aggregation_args(p)
@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     obs.add_argument("--metrics-port", type=int, default=env_default("metrics_port"),
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (off by default)")
     obs.add_argument("--metrics-interval", type=duration_seconds, default=env_default("metrics_interval", "5s"),
-                     help="log a progress line this often (default 5s)")
+                     help="log a progress line this often (default 1s)")
     return p
 
 

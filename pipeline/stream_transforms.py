@@ -49,7 +49,7 @@ class StreamSettings:
     observing: Observing
     until_idle_s: float | None = None
     allowed_lateness_s: float | None = None
-    snapshot_interval_s: float = 5.0
+    snapshot_interval_s: float = 1.0
     memory_limit: str | None = None
 
     def open_sink(self) -> DuckDBSink:
