@@ -88,6 +88,16 @@ class SharedRun:
         self._users_lock = threading.Lock()
         self.closed = False
 
+    def observed_by(self: R, observers: Observers) -> R:
+        """Start reporting on this run (progress line, metrics) and checking each second whether
+        an offset commit is due."""
+        self.observers = observers
+        observers.start(every_second=self.commit_due)
+        return self
+
+    def commit_due(self) -> None:
+        raise NotImplementedError
+
     def attach(self) -> "SharedRun":
         with self._users_lock:
             self._users += 1

@@ -72,12 +72,9 @@ class ScoreRun(SharedRun):
         control = RunControl(until_idle_s=settings.until_idle_s)
         observers = Observers(observing, control)
         ledger = DeliveryLedger()
-        run = cls(Publisher(observing.bootstrap_servers, settings.scored_topic, client_id="tickerpulse-scored"),
-                  ledger, OffsetCommitter(observing.bootstrap_servers, observing.group_id, ledger),
-                  observers.metrics, control)
-        run.observers = observers
-        observers.start(every_second=run.commit_due)
-        return run
+        return cls(Publisher(observing.bootstrap_servers, settings.scored_topic, client_id="tickerpulse-scored"),
+                   ledger, OffsetCommitter(observing.bootstrap_servers, observing.group_id, ledger),
+                   observers.metrics, control).observed_by(observers)
 
     def publish(self, items: Sequence[Item] = (), dead_letters: Sequence[DeadLetter] = ()) -> None:
         with self._lock:

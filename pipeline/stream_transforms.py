@@ -103,9 +103,7 @@ class StreamRun(SharedRun):
         committer = OffsetCommitter(settings.observing.bootstrap_servers, settings.observing.group_id, ledger,
                                     before_commit=sink.check_file)
         run = cls(sink, ledger, committer, observers.metrics, state, control, settings.acks(ledger))
-        run.observers = observers
-        observers.start(every_second=run.commit_due)
-        return run
+        return run.observed_by(observers)
 
     def stored(self, item_ids: list[str]) -> set[str]:
         """Which of these ids are already in DuckDB (written by an earlier bundle or run)?
