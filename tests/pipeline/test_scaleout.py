@@ -229,6 +229,30 @@ def test_two_workers_and_a_store_land_every_record_once_through_kill_9_of_a_work
     check_landed(cluster.db, bootstrap, values, located, points_equal_the_macro)
 
 
+def test_two_workers_and_a_store_ride_out_a_broker_restart(kafka_broker, tmp_path, points_equal_the_macro):
+    """The broker stops mid-run, while workers publish scored items and the store publishes
+    points, and comes back 8 s later (longer than the source's 5 s request timeout): every
+    process stays up, and every record still lands once, with every point on the points topic."""
+    bootstrap = kafka_broker.bootstrap_servers
+    cluster = ScaleOut(bootstrap, tmp_path)
+    values = _corpus(200)
+    half = len(values) // 2
+    located = produce(bootstrap, values[:half])
+    cluster.start_all()
+    try:
+        cluster.wait_until(lambda: cluster.committed("tp-store", "scored", SCORED_PARTITIONS) >= 10)
+        kafka_broker.stop()
+        time.sleep(8)
+        cluster.check_alive()
+        kafka_broker.start()
+        located += produce(bootstrap, values[half:])
+        cluster.wait_until_landed(len(values))
+    finally:
+        outputs = cluster.stop_all()
+    assert all("unreachable" in outputs[name] for name in ("worker0", "worker1", "store")), outputs
+    check_landed(cluster.db, bootstrap, values, located, points_equal_the_macro)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--role", "score"], "--role score needs --scored-topic"),
     (["--role", "score", "--scored-topic", "s", "--worker-index", "2", "--workers", "2"],
