@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     obs.add_argument("--metrics-port", type=int, default=env_default("metrics_port"),
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (off by default)")
     obs.add_argument("--metrics-interval", type=duration_seconds, default=env_default("metrics_interval", "5s"),
-                     help="log a progress line this often (default 1s)")
+                     help="log a progress line this often (default 5s)")
     return p
 
 
