@@ -23,6 +23,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from connectors.kafka import RECONNECT
+
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]  # (topic, partition): picklable and hashable
@@ -102,7 +104,7 @@ class OffsetCommitter:
                  before_commit: Callable[[], None] | None = None, **consumer_config: object) -> None:
         self._config = dict(bootstrap_servers=bootstrap_servers, group_id=group_id,
                             enable_auto_commit=False, client_id="tickerpulse-committer",
-                            **consumer_config)
+                            **RECONNECT, **consumer_config)
         self.group_id = group_id
         self.ledger = ledger
         self.interval_s = interval_s
@@ -155,7 +157,7 @@ class BrokerLag:
                  interval_s: float = 5.0, timeout_ms: int = 5000) -> None:
         self._config = dict(bootstrap_servers=bootstrap_servers, group_id=group_id,
                             enable_auto_commit=False, client_id="tickerpulse-lag",
-                            request_timeout_ms=max(timeout_ms, 1000) + 500)
+                            request_timeout_ms=max(timeout_ms, 1000) + 500, **RECONNECT)
         self.topics = topics
         self.interval_s = interval_s
         self.timeout_ms = timeout_ms

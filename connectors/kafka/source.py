@@ -34,6 +34,7 @@ from apache_beam.utils.timestamp import Timestamp
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from connectors.kafka import RECONNECT
 from connectors.kafka.offsets import DeliveryLedger, Partition
 from connectors.records import RawRecord
 
@@ -65,7 +66,8 @@ class KafkaSourceConfig:
         return KafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
                              client_id=client_id, enable_auto_commit=False,
                              auto_offset_reset="earliest", fetch_max_wait_ms=self.poll_timeout_ms,
-                             request_timeout_ms=max(self.request_timeout_ms, self.poll_timeout_ms + 1000))
+                             request_timeout_ms=max(self.request_timeout_ms, self.poll_timeout_ms + 1000),
+                             **RECONNECT)
 
 
 @dataclass
