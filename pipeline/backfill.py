@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from kafka.errors import KafkaError
 
 from connectors.duckdb.sink import DuckDBSink, WriteToDuckDB
@@ -33,8 +32,8 @@ from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model
 from pipeline.runner import make_pipeline
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
-from pipeline.transforms import (NAMESPACE, Aggregate, DropDuplicateIds, Novelty, ReadFiles, ReadKafkaRange,
-                                 ReportProgress)
+from pipeline.transforms import (Aggregate, DropDuplicateIds, Novelty, ReadFiles, ReadKafkaRange,
+                                 ReportProgress, committed_counters)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -200,11 +199,7 @@ def run_backfill(argv: list[str]) -> Summary:
     build(pipeline, args, the_plan)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {name: 0 for name in ("read", "scored", "dead_letters", "duplicates")}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        if counter.key.metric.name in counters:
-            counters[counter.key.metric.name] += counter.committed or 0
-    return Summary(seconds=time.monotonic() - started, **counters)
+    return Summary(seconds=time.monotonic() - started, **committed_counters(result))
 
 
 def run(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,6 +78,20 @@ class StreamMetrics:
         return (f"stream: consumed {self.consumed:,}, scored {self.scored:,}, dead-lettered "
                 f"{self.dead_lettered:,}, duplicates {self.duplicates:,}, late {self.late:,}, consumer lag {self.lag:,}, "
                 f"end-to-end latency {latency}")
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    """What the launcher of a stream that ran on the runner's workers can report: the graph's
+    Beam counters as the runner committed them (lateness, lag and latency are in the workers' logs)."""
+
+    read: int
+    scored: int
+    dead_lettered: int
+
+    def line(self) -> str:
+        return (f"stream: read {self.read:,}, scored {self.scored:,}, dead-lettered {self.dead_lettered:,} "
+                "(the runner's counters; lateness, lag and latency are in the workers' logs)")
 
 
 class PeriodicLogger:

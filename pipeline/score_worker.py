@@ -28,7 +28,7 @@ from connectors.kafka.offsets import DeliveryLedger, OffsetCommitter
 from connectors.kafka.producer import Publisher
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka, RunControl
 from connectors.records import DeadLetter, Item
-from pipeline.metrics import StreamMetrics
+from pipeline.metrics import StreamMetrics, WorkerCounts
 from pipeline.run_handle import Observers, Observing, RunDoFn, RunHandle, SharedRun
 from pipeline.scored_topic import encode_dead_letter, encode_item
 from pipeline.scoring import SentimentModelHandler
@@ -145,9 +145,10 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, source: KafkaSource
     _ = scored[DEAD] | "Publish score dead letters" >> PublishScored(handle, "dead_letters")
 
 
-def run_worker(args: argparse.Namespace, options: PipelineOptions, links: Linking) -> StreamMetrics | None:
+def run_worker(args: argparse.Namespace, options: PipelineOptions,
+               links: Linking) -> StreamMetrics | WorkerCounts:
     """Run one scoring worker until stopped (or idle, with --until-idle); returns its counters
-    (None where the runner's workers ran it)."""
+    (the runner's, where the runner's workers ran it)."""
     source = KafkaSourceConfig(args.bootstrap_servers, args.group_id, tuple(args.topics),
                                max_records=args.max_poll_records,
                                spare_partitions=args.spare_partitions, worker_index=args.worker_index,

@@ -32,7 +32,7 @@ from connectors.duckdb.sink import StoreFault, memory_limit
 from connectors.kafka.source import KafkaSourceConfig, ReadFromKafka
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
-from pipeline.metrics import StreamMetrics
+from pipeline.metrics import StreamMetrics, WorkerCounts
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
                                EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking,
                                pipeline_options)
@@ -44,6 +44,7 @@ from pipeline.scoring import SentimentModelHandler
 from pipeline.graph import sentiment_graph
 from pipeline.stream_transforms import StreamMode, StreamRun, StreamSettings
 from pipeline.tickers import Linking
+from pipeline.transforms import committed_counters
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def stop_on_signals(stop: Callable[[], object], doing: str) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run_stream(argv: list[str]) -> StreamMetrics | None:
+def run_stream(argv: list[str]) -> StreamMetrics | WorkerCounts:
     """Run the job until stopped (or idle); returns its counters, or None where the runner's
     workers ran it (they log their own)."""
     args, beam_args = parser().parse_known_args(argv)
@@ -168,13 +169,15 @@ def run_stream(argv: list[str]) -> StreamMetrics | None:
     return run_job(options, handle, graph)
 
 
-def run_job(options: PipelineOptions, handle: RunHandle, graph: Callable[[beam.Pipeline], None]) -> StreamMetrics | None:
+def run_job(options: PipelineOptions, handle: RunHandle,
+            graph: Callable[[beam.Pipeline], None]) -> StreamMetrics | WorkerCounts:
     """Build and run a streaming graph whose steps share ``handle``'s run.
 
     Here (the local runner) this process is the worker: it opens the run first, so SIGINT/SIGTERM
     can stop its source (the job then flushes, commits and exits 0), and closes it after; an error
     the run recorded (a store fault) is raised then, since it explains whatever else failed after
-    it. On another runner its workers open and close the run, and a signal cancels the job.
+    it. On another runner its workers open and close the run, a signal cancels the job, and what
+    comes back is the runner's counters.
     """
     pipeline = make_pipeline(options)
     graph(pipeline)
@@ -182,7 +185,8 @@ def run_job(options: PipelineOptions, handle: RunHandle, graph: Callable[[beam.P
         result = pipeline.run()
         with stop_on_signals(result.cancel, "cancelling the job (its workers commit only what is durable)"):
             result.wait_until_finish()
-        return None
+        counts = committed_counters(result)
+        return WorkerCounts(counts["read"], counts["scored"], counts["dead_letters"])
     run: SharedRun = handle.attach()
     try:
         with stop_on_signals(run.control.request_stop, "finishing the current records, committing offsets, stopping"):
@@ -215,8 +219,5 @@ def run(argv: list[str]) -> int:
         print(f"tickerpulse stream: error: {exc}; stopped before committing offsets past the last "
               "durable write (the next run replays the rest)", file=sys.stderr)
         return EXIT_STORE_FAULT
-    if metrics is None:
-        print("stream stopped: the job ran on the runner's workers, whose logs carry its counts")
-        return 0
     print(f"stream stopped: {metrics.line().removeprefix('stream: ')}")
     return exit_status("stream", metrics.scored, metrics.dead_lettered)

@@ -13,7 +13,9 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
+from apache_beam.runners.runner import PipelineResult
 from apache_beam.utils.shared import Shared
 
 from connectors.files.readers import file_format, read_records
@@ -28,6 +30,16 @@ from pipeline.tickers import Linking
 
 DEAD = "dead"
 NAMESPACE = "tickerpulse"
+COUNTERS = ("read", "scored", "dead_letters", "duplicates")  # what the graph's steps count in NAMESPACE
+
+
+def committed_counters(result: PipelineResult) -> dict[str, int]:
+    """The graph's ``COUNTERS`` as the runner committed them, summed over its workers."""
+    counts = dict.fromkeys(COUNTERS, 0)
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        if counter.key.metric.name in counts:
+            counts[counter.key.metric.name] += counter.committed or 0
+    return counts
 
 
 def _read_file(path: str) -> Iterator[RawRecord]:

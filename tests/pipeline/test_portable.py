@@ -11,6 +11,7 @@ Each against the in-process run of the same input:
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def _job_process(command: str, argv: list[str], beam_flags: list[str]) -> str:
     done = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), command, *argv, *beam_flags],
                           env=_venv_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stderr
+    return done.stdout + done.stderr
 
 
 def _portable_flags(job_port: int, pool_port: int) -> list[str]:
@@ -183,9 +184,15 @@ def test_stream_on_the_job_service_with_an_external_worker_pool_stores_what_the_
         return ["--bootstrap-servers", bootstrap, "--topics", "news", "comments", "--group-id", group,
                 "--db", str(db), "--until-idle", "3s", *AGGREGATION]
 
-    _job_process("stream", stream_argv(here, "here"), [])
+    here_log = _job_process("stream", stream_argv(here, "here"), [])
     # Snapshots an hour apart: only the run's close, at the harness's teardown, publishes the last.
-    _job_process("stream", [*stream_argv(there, "there"), "--snapshot-interval", "1h"], _portable_flags(*job_service))
+    there_log = _job_process("stream", [*stream_argv(there, "there"), "--snapshot-interval", "1h"],
+                             _portable_flags(*job_service))
+    # The launcher reports the workers' counts: what the in-process run counted itself.
+    counted_here = re.search(r"stream stopped: consumed ([\d,]*\d), scored ([\d,]*\d), dead-lettered ([\d,]*\d)", here_log)
+    counted_there = re.search(r"stream stopped: read ([\d,]*\d), scored ([\d,]*\d), dead-lettered ([\d,]*\d)", there_log)
+    assert counted_here and counted_there, (here_log[-1500:], there_log[-1500:])
+    assert counted_there.groups() == counted_here.groups()
 
     want = _tables(here)
     assert want["items"] and want["dead_letters"] and want["ticker_sentiment"]
