@@ -2,10 +2,12 @@
 
 Small transactions (25 rows, as a stream bundle writes them) into a 3-column table, duckdb alone
 (no TickerPulse code), one fresh process per mode so that each RSS starts clean. Modes: no key
-(the baseline), a primary key with plain inserts, a primary key with ``ON CONFLICT DO NOTHING``
-(how the sink inserts every table) and a ``CHECKPOINT`` after each write (a snapshot a second),
-and the same with a ``WHERE NOT EXISTS`` anti-join instead. Prints RSS every 30,000 rows and
-each mode's growth against the baseline's.
+(the baseline); a primary key with plain inserts, with and without a ``CHECKPOINT`` after each
+write (a snapshot a second); a primary key with ``ON CONFLICT DO NOTHING`` (how the sink inserts
+every table), with and without the checkpoint; the same with a ``WHERE NOT EXISTS`` anti-join
+instead; and a primary key with the stored ids looked up first (``SELECT id … WHERE id IN``),
+filtered out in Arrow, and the rest inserted plainly: a sink without ``ON CONFLICT``. Prints RSS
+every 30,000 rows and each mode's growth against the baseline's.
 
 ``python bench/bench_duckdb_rss.py [--rows 120000]``
 """
@@ -17,14 +19,18 @@ import subprocess
 import sys
 import tempfile
 
+PLAIN = "INSERT INTO t SELECT * FROM incoming"
+LOOKUP = "SELECT id FROM t WHERE id IN (SELECT id FROM incoming)"
+# name: (key, the statement that inserts, CHECKPOINT after each write, look the stored ids up first)
 MODES = {
-    "no key": ("", "INSERT INTO t SELECT * FROM incoming", False),
-    "primary key": ("PRIMARY KEY", "INSERT INTO t SELECT * FROM incoming", False),
-    "primary key, ON CONFLICT, checkpoint": (
-        "PRIMARY KEY", "INSERT INTO t SELECT * FROM incoming ON CONFLICT DO NOTHING", True),
+    "no key": ("", PLAIN, False, False),
+    "primary key": ("PRIMARY KEY", PLAIN, False, False),
+    "primary key, checkpoint": ("PRIMARY KEY", PLAIN, True, False),
+    "primary key, ON CONFLICT": ("PRIMARY KEY", PLAIN + " ON CONFLICT DO NOTHING", False, False),
+    "primary key, ON CONFLICT, checkpoint": ("PRIMARY KEY", PLAIN + " ON CONFLICT DO NOTHING", True, False),
     "primary key, anti-join, checkpoint": (
-        "PRIMARY KEY", "INSERT INTO t SELECT * FROM incoming i WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.id = i.id)",
-        True),
+        "PRIMARY KEY", PLAIN + " i WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.id = i.id)", True, False),
+    "primary key, look up then plain INSERT, checkpoint": ("PRIMARY KEY", PLAIN, True, True),
 }
 BATCH = 25
 
@@ -39,17 +45,24 @@ def write_rows(mode: str, rows: int) -> None:
     import duckdb
     import pyarrow as pa
 
-    key, insert, checkpoint = MODES[mode]
+    import pyarrow.compute as pc
+
+    key, insert, checkpoint, lookup = MODES[mode]
     with tempfile.TemporaryDirectory() as tmp:
         con = duckdb.connect(os.path.join(tmp, "rss.duckdb"))
         con.execute(f"CREATE TABLE t (id VARCHAR {key}, text VARCHAR, score DOUBLE)")
         for start in range(0, rows, BATCH):
             ids = range(start, start + BATCH)
-            con.register("incoming", pa.table({
+            incoming = pa.table({
                 "id": [f"item-{i}" for i in ids],
                 "text": [f"$ACME item {i} beats estimates and raises its full-year guidance" for i in ids],
-                "score": [0.5] * BATCH}))
+                "score": [0.5] * BATCH})
+            con.register("incoming", incoming)
             con.execute("BEGIN")
+            if lookup:
+                stored = pa.array([row[0] for row in con.execute(LOOKUP).fetchall()], pa.string())
+                con.unregister("incoming")
+                con.register("incoming", incoming.filter(pc.invert(pc.is_in(incoming["id"], stored))))
             con.execute(insert)
             con.execute("COMMIT")
             con.unregister("incoming")
