@@ -13,6 +13,17 @@ from connectors.kafka.producer import Publisher, PublishError
 from connectors.kafka.relay import RelayLedger
 
 
+def _on_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) on the topic; within a partition in offset order."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    records = [(m.key, m.value) for m in consumer]
+    consumer.close()
+    return records
+
+
 def test_published_records_are_on_the_topic_when_publish_returns(kafka_broker):
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["out"], partitions=2)
@@ -23,12 +34,7 @@ def test_published_records_are_on_the_topic_when_publish_returns(kafka_broker):
         publisher.publish(records[10:])
     finally:
         publisher.close()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
-    tps = [TopicPartition("out", p) for p in range(2)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    got = [(m.key, m.value) for m in consumer]
-    consumer.close()
+    got = _on_topic(bootstrap, "out", partitions=2)
     assert sorted(got) == sorted(records)
     for key in {k for k, _ in records}:  # one key: one partition, in the order published
         assert [v for k, v in got if k == key] == [v for k, v in records if k == key]
@@ -89,12 +95,7 @@ def test_publishers_ride_out_broker_restarts_without_an_error_or_a_loss(kafka_br
         thread.join(timeout=90)
     assert not errors, errors
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
-    tps = [TopicPartition("out", p) for p in range(2)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    on_topic = [(m.key, m.value) for m in consumer]
-    consumer.close()
+    on_topic = _on_topic(bootstrap, "out", partitions=2)
     kept = {record for sent, acked, batch in acknowledged for record in batch
             if not any(sent <= ended and acked >= began for began, ended in stopping)}
     assert len(kept) > 1000
