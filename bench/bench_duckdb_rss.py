@@ -44,7 +44,6 @@ def write_rows(mode: str, rows: int) -> None:
     """The child: write ``rows`` rows in the mode's way, printing ``rows rss`` lines."""
     import duckdb
     import pyarrow as pa
-
     import pyarrow.compute as pc
 
     key, insert, checkpoint, lookup = MODES[mode]

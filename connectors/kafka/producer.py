@@ -8,8 +8,8 @@ points topic relies on it: the last value per key is the current one).
 
 A broker that lost a producer's state (a restart does it to the embedded broker; Kafka does it
 once it expired an idle producer's state) fails that producer's in-flight records with a
-producer-state error, which the producer does not retry. ``publish`` then sends the whole batch again, in order, from a new
-producer: records acknowledged before the error arrive twice, which the readers of both topics
+producer-state error, which the producer does not retry. ``publish`` then sends the whole batch
+again, in order, from a new producer: records acknowledged before the error arrive twice, which the readers of both topics
 absorb (the store lands an item id once; a points reader keeps the last value per key), and the
 last record per key is still the newest.
 """
