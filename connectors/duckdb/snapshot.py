@@ -87,24 +87,6 @@ def remove_stale_temporaries(db_path: str | os.PathLike) -> list[str]:
     return removed
 
 
-class SnapshotPublisher:
-    """Publishes a snapshot at most every ``interval_s``: the sink calls ``maybe_publish`` after each write."""
-
-    def __init__(self, db_path: str | os.PathLike, interval_s: float = 5.0) -> None:
-        self.db_path = os.fspath(db_path)
-        self.interval_s = interval_s
-        self._last_published = float("-inf")
-
-    def maybe_publish(self, con: duckdb.DuckDBPyConnection) -> str | None:
-        """Publish if the last snapshot is older than the interval; returns its path if it did."""
-        now = time.monotonic()
-        if now - self._last_published < self.interval_s:
-            return None
-        path = publish_snapshot(con, self.db_path)
-        self._last_published = now
-        return path
-
-
 @dataclass
 class ReadConnection:
     """A read-only connection, and whether (and as of when) it reads a snapshot.

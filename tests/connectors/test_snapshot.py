@@ -20,9 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO_ROOT))
 
+from connectors.duckdb import arrow_rows  # noqa: E402
 from connectors.duckdb.schema import create_schema  # noqa: E402
+from connectors.duckdb.sink import DuckDBSink  # noqa: E402
 from connectors.duckdb.snapshot import (  # noqa: E402
-    SnapshotPublisher,
     open_for_read,
     publish_snapshot,
     snapshot_path,
@@ -36,7 +37,7 @@ def item_batch(start: int, n: int) -> pa.Table:
     """``n`` scored items as the sink writes them (an Arrow batch), ids ``start..start+n-1``."""
     now = datetime.now(timezone.utc)
     ids = [f"item-{i}" for i in range(start, start + n)]
-    return pa.table({
+    return pa.Table.from_pydict({
         "id": ids,
         "ts": [now] * n,
         "source": ["news"] * n,
@@ -52,7 +53,8 @@ def item_batch(start: int, n: int) -> pa.Table:
         "relevance": [0.0] * n,
         "model": ["test"] * n,
         "ingested_at": [now] * n,
-    })
+    } | {column: [None] * n for column in ("url", "author", "lang", "kafka_topic", "kafka_partition", "kafka_offset")},
+        schema=arrow_rows.ITEMS)
 
 
 def insert_items(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
@@ -62,18 +64,16 @@ def insert_items(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
 
 
 def writer_main(db: str, seconds: float) -> None:
-    """Stream for ``seconds``: a batch every 50 ms, a snapshot every 5 s, as the sink does."""
-    con = duckdb.connect(db)
-    create_schema(con)
-    publisher = SnapshotPublisher(db, interval_s=5.0)
+    """Stream for ``seconds`` through the sink: a batch every 50 ms, a snapshot at most every 5 s."""
+    sink = DuckDBSink(db, snapshot_interval_s=5.0)
     written, deadline = 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
-        insert_items(con, item_batch(written, 20))
+        sink.write_tables({"items": item_batch(written, 20)})
         written += 20
-        if publisher.maybe_publish(con) and written == 20:
-            print("ready", flush=True)
+        if written == 20:
+            print("ready", flush=True)  # the first write publishes a snapshot
         time.sleep(0.05)
-    con.close()
+    sink.close()
     print(f"written {written}", flush=True)
 
 
@@ -129,14 +129,6 @@ def test_publishing_keeps_the_writers_lock(db):
         capture_output=True, text=True,
     )
     assert probe.returncode != 0 and "lock" in probe.stderr
-
-
-def test_publisher_waits_for_its_interval(db):
-    con = duckdb.connect(db)
-    create_schema(con)
-    publisher = SnapshotPublisher(db, interval_s=3600)
-    assert publisher.maybe_publish(con) == snapshot_path(db)
-    assert publisher.maybe_publish(con) is None
 
 
 def test_open_for_read_uses_the_live_file_when_no_writer_holds_it(db):
