@@ -165,6 +165,10 @@ def main() -> None:
     p.add_argument("--event-spacing", type=float, default=1.0, help="seconds of event time between records")
     p.add_argument("--snapshot-interval", default="1s", help="the job's --snapshot-interval (default: the job's, 1s)")
     p.add_argument("--duckdb-memory-limit", help="the job's --duckdb-memory-limit (default: DuckDB's, 80%% of RAM)")
+    p.add_argument("--retention", type=float, default=600.0,
+                   help="seconds the broker keeps a record (default 600; -1: forever). The embedded broker "
+                        "rewrites all it keeps about once a second, so over a long run an unbounded topic "
+                        "takes ever more of the cores the job runs on (docs/performance.md)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stream.quiet_library_logs()
@@ -172,7 +176,8 @@ def main() -> None:
     baseline = scoring_only()
     print(f"scoring only (engine, batch 64, 2000 distinct texts): {baseline:,.0f} items/s")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(data_dir=Path(tmp) / "kafka") as broker:
-        create_topics(broker.bootstrap_servers, ["bench", "bench-backlog"])
+        create_topics(broker.bootstrap_servers, ["bench", "bench-backlog"],
+                      retention_ms=int(args.retention * 1000) if args.retention >= 0 else -1)
         db = str(Path(tmp) / "bench.duckdb")
         latency = fixed_rate(broker.bootstrap_servers, db, args.rate, args.duration, args.event_spacing,
                              args.snapshot_interval, args.duckdb_memory_limit)

@@ -108,14 +108,15 @@ class EmbeddedBroker:
         self.close()
 
 
-def create_topics(bootstrap_servers: str, topics: list[str], partitions: int = 1) -> None:
-    """Create topics that keep every record (``retention.ms=-1``); existing ones are left alone."""
+def create_topics(bootstrap_servers: str, topics: list[str], partitions: int = 1, retention_ms: int = -1) -> None:
+    """Create topics that keep every record (``retention.ms=-1``), or records younger than
+    ``retention_ms`` by their Kafka timestamp; existing ones are left alone."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tickerpulse-admin")
     try:
         for topic in topics:
             try:
                 admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
-                                              topic_configs={"retention.ms": "-1"})])
+                                              topic_configs={"retention.ms": str(retention_ms)})])
             except TopicAlreadyExistsError:
                 pass
     finally:
