@@ -12,7 +12,7 @@ One run, one process, a real embedded broker, the bundled model, the bundled def
    the job's process RSS at the start and the end; and visibility to a reader: a thread opens
    the database as ``query`` and the dashboard do (``open_for_read``: the snapshot while the job
    writes) every 200 ms from a process of its own (bench/reader_watch.py), and a record's visibility latency is the first poll that sees it minus
-   its send time (so up to one poll late);
+   its send time (so up to one poll late); a run past 5 minutes also prints both p99s per 5 minutes;
 3. sustained rate: ``--backlog`` records are produced first, then the job catches up; its rate
    (records / time from first to last row written) as a fraction of the scoring-only rate.
 Records' event times are ``--event-spacing`` seconds apart: at 1 s a 10-minute run spans 8 hours
@@ -127,12 +127,32 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
     seen_at = json.loads(Path(seen_file).read_text())
     visible = np.array([seen_at[i] - t for i, t in sent_at.items() if i in seen_at])
     job_p50, job_p99 = metrics.latency_percentiles(0.5, 0.99)
+    windows = by_window(sent_at, rows, seen_at, WINDOW_S)
     return {"sent": len(sent_at), "stored": len(latencies), "p50_s": float(np.percentile(latencies, 50)),
             "p99_s": float(np.percentile(latencies, 99)), "max_s": float(latencies.max()),
             "job_p50_s": job_p50, "job_p99_s": job_p99, "visible": int(visible.size),
             "visible_p50_s": float(np.percentile(visible, 50)) if visible.size else float("nan"),
             "visible_p99_s": float(np.percentile(visible, 99)) if visible.size else float("nan"), "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
-            "rss_each_minute": rss_each_minute}
+            "rss_each_minute": rss_each_minute, "windows": windows}
+
+
+WINDOW_S = 300.0  # a long run's latencies are also printed per 5 minutes of send time, to show a trend
+
+
+def by_window(sent_at: dict[str, float], stored_at: dict[str, float], seen_at: dict[str, float],
+              window_s: float) -> list[tuple[float, float, float]]:
+    """(produce -> row p99, produce -> visible p99, visible max) in s, per ``window_s`` of send time."""
+    first = min(sent_at.values())
+    windows: dict[int, tuple[list[float], list[float]]] = {}
+    for record_id, sent in sent_at.items():
+        stored, visible = windows.setdefault(int((sent - first) // window_s), ([], []))
+        if record_id in stored_at:
+            stored.append(stored_at[record_id] - sent)
+        if record_id in seen_at:
+            visible.append(seen_at[record_id] - sent)
+    return [(float(np.percentile(stored, 99)) if stored else float("nan"),
+             float(np.percentile(visible, 99)) if visible else float("nan"),
+             max(visible, default=float("nan"))) for _, (stored, visible) in sorted(windows.items())]
 
 
 def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: int, snapshot_interval: str,
@@ -189,6 +209,9 @@ def main() -> None:
         print(f"produce -> visible to a reader (snapshot interval {args.snapshot_interval}): "
               f"{latency['visible']}/{latency['sent']} seen; p50 {latency['visible_p50_s'] * 1000:.0f} ms, "
               f"p99 {latency['visible_p99_s'] * 1000:.0f} ms")
+        if len(latency["windows"]) > 1:
+            print(f"per {WINDOW_S / 60:g} minutes, p99 of produce -> row / -> visible (max visible), s: " + ", ".join(
+                f"{row:.2f}/{visible:.2f} ({worst:.2f})" for row, visible, worst in latency["windows"]))
         print(f"RSS at start {latency['rss_start_mib']:.0f} MiB, at end {latency['rss_end_mib']:.0f} MiB; "
               f"each minute: {', '.join(f'{m:.0f}' for m in latency['rss_each_minute'])} MiB")
         rate = sustained(broker.bootstrap_servers, db, args.backlog, args.event_spacing, latency["sent"],

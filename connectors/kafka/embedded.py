@@ -1,8 +1,11 @@
 """An embedded Kafka-protocol broker for the demo and the tests: the ``noida-db`` binary from PyPI.
 
 It speaks the standard Kafka protocol, so everything that talks to it also talks to Apache Kafka.
-One quirk: it applies time retention at once to old timestamps, so topics are created with
-``retention.ms=-1`` (see :func:`create_topics`).
+Two quirks: it applies time retention at once to old timestamps, so topics are created with
+``retention.ms=-1`` (see :func:`create_topics`); and it keeps all its records in one JSON file
+that it rewrites about once a second (measured with noida-db 0.2.3), so its CPU grows with the
+records it keeps and a kill -9 loses up to a second of acknowledged ones. Long benchmarks
+therefore bound their topics' retention (docs/performance.md, "Streaming").
 """
 from __future__ import annotations
 
@@ -109,14 +112,20 @@ class EmbeddedBroker:
 
 
 def create_topics(bootstrap_servers: str, topics: list[str], partitions: int = 1, retention_ms: int = -1) -> None:
-    """Create topics that keep every record (``retention.ms=-1``), or records younger than
-    ``retention_ms`` by their Kafka timestamp; existing ones are left alone."""
+    """Create topics that keep every record (``retention.ms=-1``), or about ``retention_ms`` of
+    records by their Kafka timestamp; existing ones are left alone.
+
+    Retention deletes only closed log segments, as in Kafka, so a bounded topic also closes its
+    segment every tenth of the retention (``segment.ms``; the default is a week)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tickerpulse-admin")
     try:
+        configs = {"retention.ms": str(retention_ms)}
+        if retention_ms >= 0:
+            configs["segment.ms"] = str(max(1000, retention_ms // 10))
         for topic in topics:
             try:
                 admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
-                                              topic_configs={"retention.ms": str(retention_ms)})])
+                                              topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass
     finally:
