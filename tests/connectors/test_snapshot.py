@@ -37,7 +37,7 @@ def item_batch(start: int, n: int) -> pa.Table:
     """``n`` scored items as the sink writes them (an Arrow batch), ids ``start..start+n-1``."""
     now = datetime.now(timezone.utc)
     ids = [f"item-{i}" for i in range(start, start + n)]
-    return pa.Table.from_pydict({
+    given = {
         "id": ids,
         "ts": [now] * n,
         "source": ["news"] * n,
@@ -53,8 +53,9 @@ def item_batch(start: int, n: int) -> pa.Table:
         "relevance": [0.0] * n,
         "model": ["test"] * n,
         "ingested_at": [now] * n,
-    } | {column: [None] * n for column in ("url", "author", "lang", "kafka_topic", "kafka_partition", "kafka_offset")},
-        schema=arrow_rows.ITEMS)
+    }
+    unset = {field.name: [None] * n for field in arrow_rows.ITEMS if field.name not in given}
+    return pa.Table.from_pydict(given | unset, schema=arrow_rows.ITEMS)
 
 
 def insert_items(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
