@@ -9,10 +9,11 @@ One run, one process, a real embedded broker, the bundled model, the bundled def
 1. scoring only: the engine alone on 2,000 distinct texts (batches of 64): the baseline items/s;
 2. fixed rate: a producer sends ``--rate`` records/s for ``--duration`` s while the job streams;
    latency per record = its row's ``ingested_at`` minus the producer's send time; p50/p99, and
-   the job's process RSS at the start and the end; and visibility to a reader: a thread opens
-   the database as ``query`` and the dashboard do (``open_for_read``: the snapshot while the job
-   writes) every 200 ms from a process of its own (bench/reader_watch.py), and a record's visibility latency is the first poll that sees it minus
-   its send time (so up to one poll late); a run past 5 minutes also prints both p99s per 5 minutes;
+   the job's process RSS at the start and the end; and visibility to a reader: a process of
+   its own (bench/reader_watch.py) opens the database as the dashboard does (``open_for_read``
+   attached to one DuckDB instance: the snapshot while the job writes) every 200 ms, and a
+   record's visibility latency is the first poll that sees it minus its send time (so up to one
+   poll late); a run past 5 minutes also prints both p99s per 5 minutes;
 3. sustained rate: ``--backlog`` records are produced first, then the job catches up; its rate
    (records / time from first to last row written) as a fraction of the scoring-only rate.
 Records' event times are ``--event-spacing`` seconds apart: at 1 s a 10-minute run spans 8 hours
@@ -185,8 +186,8 @@ def main() -> None:
     p.add_argument("--event-spacing", type=float, default=1.0, help="seconds of event time between records")
     p.add_argument("--snapshot-interval", default="1s", help="the job's --snapshot-interval (default: the job's, 1s)")
     p.add_argument("--duckdb-memory-limit", help="the job's --duckdb-memory-limit (default: DuckDB's, 80%% of RAM)")
-    p.add_argument("--retention", type=float, default=600.0,
-                   help="seconds the broker keeps a record (default 600; -1: forever). The embedded broker "
+    p.add_argument("--retention", type=float, default=120.0,
+                   help="seconds the broker keeps a record (default 120; -1: forever). The embedded broker "
                         "rewrites all it keeps about once a second, so over a long run an unbounded topic "
                         "takes ever more of the cores the job runs on (docs/performance.md)")
     args = p.parse_args()
