@@ -13,7 +13,8 @@ One run, one process, a real embedded broker, the bundled model, the bundled def
    its own (bench/reader_watch.py) opens the database as the dashboard does (``open_for_read``
    attached to one DuckDB instance: the snapshot while the job writes) every 200 ms, and a
    record's visibility latency is the first poll that sees it minus its send time (so up to one
-   poll late); a run past 5 minutes also prints both p99s per 5 minutes;
+   poll late), with the gaps between the snapshots it saw; a run past 5 minutes also prints
+   both p99s per 5 minutes;
 3. sustained rate: ``--backlog`` records are produced first, then the job catches up; its rate
    (records / time from first to last row written) as a fraction of the scoring-only rate.
 Records' event times are ``--event-spacing`` seconds apart: at 1 s a 10-minute run spans 8 hours
@@ -125,7 +126,8 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
     latencies = np.array([rows[i] - t for i, t in sent_at.items() if i in rows])
     if not latencies.size:
         raise SystemExit(f"none of the {len(sent_at)} records sent at the fixed rate was stored")
-    seen_at = json.loads(Path(seen_file).read_text())
+    watched = json.loads(Path(seen_file).read_text())
+    seen_at, snapshot_gaps = watched["seen_at"], np.diff(watched["snapshots"])
     visible = np.array([seen_at[i] - t for i, t in sent_at.items() if i in seen_at])
     job_p50, job_p99 = metrics.latency_percentiles(0.5, 0.99)
     windows = by_window(sent_at, rows, seen_at, WINDOW_S)
@@ -134,7 +136,10 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
             "job_p50_s": job_p50, "job_p99_s": job_p99, "visible": int(visible.size),
             "visible_p50_s": float(np.percentile(visible, 50)) if visible.size else float("nan"),
             "visible_p99_s": float(np.percentile(visible, 99)) if visible.size else float("nan"), "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
-            "rss_each_minute": rss_each_minute, "windows": windows}
+            "rss_each_minute": rss_each_minute, "windows": windows, "snapshots": len(watched["snapshots"]),
+            "snapshot_gap_p50_s": float(np.percentile(snapshot_gaps, 50)) if snapshot_gaps.size else float("nan"),
+            "snapshot_gap_p99_s": float(np.percentile(snapshot_gaps, 99)) if snapshot_gaps.size else float("nan"),
+            "snapshot_gap_max_s": float(snapshot_gaps.max()) if snapshot_gaps.size else float("nan")}
 
 
 WINDOW_S = 300.0  # a long run's latencies are also printed per 5 minutes of send time, to show a trend
@@ -209,7 +214,9 @@ def main() -> None:
               f"{latency['job_p50_s'] * 1000:.0f} ms, p99 {latency['job_p99_s'] * 1000:.0f} ms)")
         print(f"produce -> visible to a reader (snapshot interval {args.snapshot_interval}): "
               f"{latency['visible']}/{latency['sent']} seen; p50 {latency['visible_p50_s'] * 1000:.0f} ms, "
-              f"p99 {latency['visible_p99_s'] * 1000:.0f} ms")
+              f"p99 {latency['visible_p99_s'] * 1000:.0f} ms; {latency['snapshots']} snapshots seen, gap between "
+              f"them p50 {latency['snapshot_gap_p50_s']:.2f} s, p99 {latency['snapshot_gap_p99_s']:.2f} s, "
+              f"max {latency['snapshot_gap_max_s']:.2f} s")
         if len(latency["windows"]) > 1:
             print(f"per {WINDOW_S / 60:g} minutes, p99 of produce -> row / -> visible (max visible), s: " + ", ".join(
                 f"{row:.2f}/{visible:.2f} ({worst:.2f})" for row, visible, worst in latency["windows"]))
