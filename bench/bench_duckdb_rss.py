@@ -5,9 +5,10 @@ Small transactions (25 rows, as a stream bundle writes them) into a 3-column tab
 (the baseline); a primary key with plain inserts, with and without a ``CHECKPOINT`` after each
 write (a snapshot a second); a primary key with ``ON CONFLICT DO NOTHING`` (how the sink inserts
 every table), with and without the checkpoint; the same with a ``WHERE NOT EXISTS`` anti-join
-instead; and a primary key with the stored ids looked up first (``SELECT id … WHERE id IN``),
-filtered out in Arrow, and the rest inserted plainly: a sink without ``ON CONFLICT``. Prints RSS
-every 30,000 rows and each mode's growth against the baseline's.
+instead; a primary key with the stored ids looked up first (``SELECT id … WHERE id IN``),
+filtered out in Arrow, and the rest inserted plainly: a sink without ``ON CONFLICT``; and the
+sink's mode under a 32 MB ``memory_limit``, and with the connection closed and reopened every
+10,000 rows. Prints RSS every 30,000 rows and each mode's growth against the baseline's.
 
 ``python bench/bench_duckdb_rss.py [--rows 120000]``
 """
@@ -18,19 +19,35 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import NamedTuple
 
 PLAIN = "INSERT INTO t SELECT * FROM incoming"
+ON_CONFLICT = PLAIN + " ON CONFLICT DO NOTHING"
 LOOKUP = "SELECT id FROM t WHERE id IN (SELECT id FROM incoming)"
-# name: (key, the statement that inserts, CHECKPOINT after each write, look the stored ids up first)
+
+
+class Mode(NamedTuple):
+    key: str  # the id column's constraint
+    insert: str  # the statement that inserts
+    checkpoint: bool = False  # CHECKPOINT after each write, as a snapshot a second does
+    lookup: bool = False  # look the stored ids up first and insert only the rest
+    memory_limit: str | None = None  # DuckDB's buffer cache cap
+    reopen_every: int = 0  # close and reopen the connection every this many rows (0: never)
+
+
 MODES = {
-    "no key": ("", PLAIN, False, False),
-    "primary key": ("PRIMARY KEY", PLAIN, False, False),
-    "primary key, checkpoint": ("PRIMARY KEY", PLAIN, True, False),
-    "primary key, ON CONFLICT": ("PRIMARY KEY", PLAIN + " ON CONFLICT DO NOTHING", False, False),
-    "primary key, ON CONFLICT, checkpoint": ("PRIMARY KEY", PLAIN + " ON CONFLICT DO NOTHING", True, False),
-    "primary key, anti-join, checkpoint": (
-        "PRIMARY KEY", PLAIN + " i WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.id = i.id)", True, False),
-    "primary key, look up then plain INSERT, checkpoint": ("PRIMARY KEY", PLAIN, True, True),
+    "no key": Mode("", PLAIN),
+    "primary key": Mode("PRIMARY KEY", PLAIN),
+    "primary key, checkpoint": Mode("PRIMARY KEY", PLAIN, checkpoint=True),
+    "primary key, ON CONFLICT": Mode("PRIMARY KEY", ON_CONFLICT),
+    "primary key, ON CONFLICT, checkpoint": Mode("PRIMARY KEY", ON_CONFLICT, checkpoint=True),
+    "primary key, anti-join, checkpoint": Mode(
+        "PRIMARY KEY", PLAIN + " i WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.id = i.id)", checkpoint=True),
+    "primary key, look up then plain INSERT, checkpoint": Mode("PRIMARY KEY", PLAIN, checkpoint=True, lookup=True),
+    "primary key, ON CONFLICT, checkpoint, memory_limit 32MB": Mode(
+        "PRIMARY KEY", ON_CONFLICT, checkpoint=True, memory_limit="32MB"),
+    "primary key, ON CONFLICT, checkpoint, reopened every 10,000 rows": Mode(
+        "PRIMARY KEY", ON_CONFLICT, checkpoint=True, reopen_every=10_000),
 }
 BATCH = 25
 
@@ -46,11 +63,16 @@ def write_rows(mode: str, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    key, insert, checkpoint, lookup = MODES[mode]
+    key, insert, checkpoint, lookup, memory_limit, reopen_every = MODES[mode]
+    config = {"memory_limit": memory_limit} if memory_limit else {}
     with tempfile.TemporaryDirectory() as tmp:
-        con = duckdb.connect(os.path.join(tmp, "rss.duckdb"))
+        path = os.path.join(tmp, "rss.duckdb")
+        con = duckdb.connect(path, config=config)
         con.execute(f"CREATE TABLE t (id VARCHAR {key}, text VARCHAR, score DOUBLE)")
         for start in range(0, rows, BATCH):
+            if reopen_every and start and start % reopen_every == 0:
+                con.close()
+                con = duckdb.connect(path, config=config)
             ids = range(start, start + BATCH)
             incoming = pa.table({
                 "id": [f"item-{i}" for i in ids],
