@@ -13,9 +13,10 @@ import pyarrow as pa
 import pytest
 
 from connectors.duckdb import arrow_rows
+from connectors.duckdb import sink as sink_module
 from connectors.duckdb.sink import SNAPSHOT_SHARE, DuckDBSink, StoreFault, memory_limit
 from connectors.duckdb.schema import TABLES, create_schema
-from connectors.duckdb.snapshot import snapshot_path
+from connectors.duckdb.snapshot import publish_snapshot, snapshot_path
 from connectors.records import DeadLetter, Item
 from models.aggregation import SentimentPoint
 
@@ -63,19 +64,19 @@ def test_a_failed_write_rolls_back_everything(tmp_path):
         assert sink.con.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
 
 
-def test_snapshots_space_out_when_publishing_would_take_more_than_its_share(tmp_path):
+def test_snapshots_space_out_when_publishing_would_take_more_than_its_share(tmp_path, monkeypatch):
     """A publish that takes 0.2 s holds the next one back 2 s (SNAPSHOT_SHARE 0.1), though the
     interval is 0.05 s; the real publish runs behind the delay."""
     db = str(tmp_path / "s.duckdb")
+    published = []
+
+    def slow_publish(con, path):
+        time.sleep(0.2)
+        published.append(path)
+        return publish_snapshot(con, path)
+
+    monkeypatch.setattr(sink_module, "publish_snapshot", slow_publish)
     with DuckDBSink(db, snapshot_interval_s=0.05) as sink:
-        publish, published = sink._publish, []
-
-        def slow_publish(con, path):
-            time.sleep(0.2)
-            published.append(path)
-            return publish(con, path)
-
-        sink._publish = slow_publish
         sink.write([scored("a")])  # the first write publishes at once
         assert published == [db] and sink.snapshot_gap_s >= 0.2 / SNAPSHOT_SHARE
         time.sleep(0.1)
@@ -83,6 +84,30 @@ def test_snapshots_space_out_when_publishing_would_take_more_than_its_share(tmp_
         assert published == [db]
         time.sleep(sink.snapshot_gap_s - 0.1)
         assert sink.maybe_publish_snapshot() == snapshot_path(db) and published == [db, db]
+
+
+def test_one_slow_publish_among_fast_ones_does_not_space_snapshots_out(tmp_path, monkeypatch):
+    """The gap follows the median of the latest publishes: one copy slowed by the disk (0.3 s,
+    which alone would hold the next snapshot back 3 s) among fast ones leaves it near the interval;
+    once most of the latest publishes are that slow, it spaces out."""
+    db = str(tmp_path / "s.duckdb")
+    delays = iter([0.0, 0.0, 0.3, 0.3, 0.3])
+
+    def publish_after_delay(con, path):
+        time.sleep(next(delays))
+        return publish_snapshot(con, path)
+
+    monkeypatch.setattr(sink_module, "publish_snapshot", publish_after_delay)
+    with DuckDBSink(db, snapshot_interval_s=0.05) as sink:
+        sink.write([scored("a")])  # the first write publishes at once
+        gaps = [sink.snapshot_gap_s]
+        for _ in range(4):
+            sink.maybe_publish_snapshot(force=True)
+            gaps.append(sink.snapshot_gap_s)
+        monkeypatch.setattr(sink_module, "publish_snapshot", publish_snapshot)  # for close()'s last one
+    one_slow, mostly_slow = gaps[2], gaps[4]
+    assert one_slow < 0.3 / SNAPSHOT_SHARE / 2, gaps
+    assert mostly_slow >= 0.3 / SNAPSHOT_SHARE, gaps
 
 
 def test_snapshots_are_published_for_concurrent_readers(tmp_path):
@@ -185,6 +210,61 @@ def test_a_replaced_file_is_a_fault_and_is_neither_written_nor_published(tmp_pat
     con = duckdb.connect(str(db), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 0  # untouched
+    finally:
+        con.close()
+
+
+HOLD_FOR_WRITING = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+                    "time.sleep(float(sys.argv[2]))")
+
+
+def test_a_writer_reopened_after_its_age_keeps_its_rows_and_the_lock(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    sink = DuckDBSink(db, reopen_after_s=0)  # reopens after every write
+    first = sink.con
+    sink.write([scored("a")])
+    sink.write([scored("b")])
+    assert sink.con is not first and sink.stored_ids(["a", "b", "c"]) == {"a", "b"}
+    other = subprocess.run([sys.executable, "-c", HOLD_FOR_WRITING, db, "0"], capture_output=True, text=True,
+                           timeout=60)
+    assert other.returncode != 0 and "lock" in other.stderr.lower()  # the reopened connection holds it
+    sink.close()
+    con = duckdb.connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT id FROM items ORDER BY id").fetchall() == [("a",), ("b",)]
+    finally:
+        con.close()
+
+
+def test_a_process_that_takes_the_file_while_the_writer_reopens_is_a_fault(tmp_path, monkeypatch):
+    """Another writer that gets the lock in the moment between close and reopen: this sink stops
+    with one line; the write it had committed is durable."""
+    db = str(tmp_path / "s.duckdb")
+    connect = sink_module._connect_writer
+    holders = []
+
+    def another_process_first(path, config, wait_s=10.0):
+        holders.append(subprocess.Popen([sys.executable, "-c", HOLD_FOR_WRITING, path, "30"],
+                                        stdout=subprocess.PIPE, text=True))
+        assert holders[-1].stdout.readline().strip() == "held"
+        return connect(path, config, wait_s=0.5)
+
+    sink = DuckDBSink(db, reopen_after_s=0)
+    monkeypatch.setattr(sink_module, "_connect_writer", another_process_first)
+    try:
+        with pytest.raises(StoreFault, match=r"^reopening .* failed: .*[Ll]ock") as fault:
+            sink.write([scored("a")])
+        assert "\n" not in str(fault.value)
+        with pytest.raises(StoreFault):  # the fault sticks
+            sink.write([scored("b")])
+        sink.close()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    con = duckdb.connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT id FROM items").fetchall() == [("a",)]
     finally:
         con.close()
 

@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 from connectors.kafka.embedded import create_topics, free_port
 from connectors.kafka.offsets import committed_offsets
 from models.aggregation import AggregationConfig
-from pipeline import backfill, stream
+from pipeline import backfill, stream, stream_transforms
 from pipeline.cli import main
 from pipeline.job_args import EXIT_STORE_FAULT
 from pipeline.metrics import StreamMetrics, serve_prometheus
@@ -104,8 +104,12 @@ def test_streams_each_record_once_dead_letters_keep_kafka_location(kafka_broker,
     assert [row[4] for row in after] == pytest.approx([row[4] for row in before], abs=1e-9)
 
 
-def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path):
-    """Both score with the pipelines' default fp32 model, whose scores do not depend on batching."""
+@pytest.mark.parametrize("reopen_after_s", [None, 0.0], ids=["writer-kept", "writer-reopened-after-each-write"])
+def test_stream_equals_backfill_of_the_same_topic(kafka_broker, tmp_path, monkeypatch, reopen_after_s):
+    """Both score with the pipelines' default fp32 model, whose scores do not depend on batching.
+    The stream's writer may reopen its connection between writes (as it does every few minutes)."""
+    if reopen_after_s is not None:
+        monkeypatch.setattr(stream_transforms, "REOPEN_AFTER_S", reopen_after_s)
     bootstrap = kafka_broker.bootstrap_servers
     create_topics(bootstrap, ["news"], partitions=1)
     rows = records(60)
