@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from connectors.duckdb.sink import DuckDBSink
+from connectors.duckdb.sink import REOPEN_AFTER_S, DuckDBSink
 from connectors.kafka.offsets import DeliveryLedger
 from connectors.kafka.producer import Publisher
 from connectors.kafka.relay import RelayLedger
@@ -61,7 +61,7 @@ class StoreSettings(StreamSettings):
     def open_sink(self) -> DuckDBSink:
         points = Publisher(self.observing.bootstrap_servers, self.points_topic, client_id="tickerpulse-points")
         return PublishingSink(self.db, points, snapshot_interval_s=self.snapshot_interval_s,
-                              memory_limit=self.memory_limit)
+                              memory_limit=self.memory_limit, reopen_after_s=REOPEN_AFTER_S)
 
     def acks(self, ledger: DeliveryLedger) -> RelayLedger:
         """A scored record is acknowledged by the origin of the item or dead letter it carries."""
