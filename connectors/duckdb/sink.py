@@ -194,8 +194,9 @@ class DuckDBSink:
 
     def _maybe_reopen(self) -> None:
         """Close and reopen the connection once it is ``reopen_after_s`` old (between writes, all
-        committed). The file must still be the one first opened; a process that takes the lock in
-        the moment between is a fault (this job stops), as is any failure to reopen."""
+        committed), with the session settings ``create_schema`` makes. The file must still be the
+        one first opened; a process that takes the lock in the moment between is a fault (this
+        job stops), as is any failure to reopen."""
         if self.reopen_after_s is None or time.monotonic() - self._opened_at < self.reopen_after_s:
             return
         self.con.close()
@@ -206,6 +207,7 @@ class DuckDBSink:
             self._fail(f"reopening {self.db_path} failed: {one_line(exc)}")
         self._opened_at = time.monotonic()
         self.check_file()
+        create_schema(self.con)
 
     def import_parquet(self, out_dir: str) -> dict[str, int]:
         """Load ``out_dir/<table>/*.parquet`` written by ``WriteParquetTables`` (idempotent)."""

@@ -218,13 +218,24 @@ HOLD_FOR_WRITING = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1])
                     "time.sleep(float(sys.argv[2]))")
 
 
-def test_a_writer_reopened_after_its_age_keeps_its_rows_and_the_lock(tmp_path):
+@pytest.fixture
+def local_time_not_utc(monkeypatch):
+    """DuckDB's session time zone defaults to the process's: here not UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_writer_reopened_after_its_age_keeps_its_rows_settings_and_the_lock(tmp_path, local_time_not_utc):
     db = str(tmp_path / "s.duckdb")
     sink = DuckDBSink(db, reopen_after_s=0)  # reopens after every write
     first = sink.con
     sink.write([scored("a")])
     sink.write([scored("b")])
     assert sink.con is not first and sink.stored_ids(["a", "b", "c"]) == {"a", "b"}
+    assert sink.con.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
     other = subprocess.run([sys.executable, "-c", HOLD_FOR_WRITING, db, "0"], capture_output=True, text=True,
                            timeout=60)
     assert other.returncode != 0 and "lock" in other.stderr.lower()  # the reopened connection holds it
