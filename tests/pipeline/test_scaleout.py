@@ -229,11 +229,30 @@ def test_two_workers_and_a_store_land_every_record_once_through_kill_9_of_a_work
     check_landed(cluster.db, bootstrap, values, located, points_equal_the_macro)
 
 
+def outage_felt(cluster: ScaleOut) -> bool:
+    return any("unreachable" in log.read_text(errors="replace") for log in cluster.logs.values())
+
+
+def between_writes(bootstrap: str, still_s: float = 1.5) -> bool:
+    """Whether neither the scored nor the points topic grew over ``still_s``: no publish in flight."""
+    def ends() -> tuple[dict[int, int], dict[int, int]]:
+        return _end_offsets(bootstrap, "scored", SCORED_PARTITIONS), _end_offsets(bootstrap, "points", 2)
+    before = ends()
+    time.sleep(still_s)
+    return ends() == before
+
+
 def test_two_workers_and_a_store_ride_out_a_broker_restart(kafka_broker, tmp_path, points_equal_the_macro):
-    """The broker stops mid-run, while workers publish scored items and the store publishes
-    points, and comes back 8 s later (longer than the source's 5 s request timeout): every
-    process stays up and exits cleanly, and every record still lands once, with every point on
-    the points topic."""
+    """The broker stops mid-run, with half the input landed and every process connected, and
+    comes back after at least 8 s (longer than the source's 5 s request timeout), once some
+    process has felt the outage: every process stays up and exits cleanly, and every record
+    still lands once, with every point on the points topic.
+
+    It stops between writes: the embedded broker (noida-db 0.2.3) loses the last acknowledged
+    records when stopped while a producer writes (the last 1-2 in 2 of 3 tries, measured),
+    which no client can make good; Kafka flushes its log on a controlled shutdown. A process
+    busy for the whole outage logs nothing, so the outage lasts until one has seen it (40 s at
+    most)."""
     bootstrap = kafka_broker.bootstrap_servers
     cluster = ScaleOut(bootstrap, tmp_path)
     values = _corpus(200)
@@ -242,16 +261,19 @@ def test_two_workers_and_a_store_ride_out_a_broker_restart(kafka_broker, tmp_pat
     cluster.start_all()
     try:
         cluster.wait_until(lambda: cluster.committed("tp-store", "scored", SCORED_PARTITIONS) >= 10)
+        cluster.wait_until(lambda: between_writes(bootstrap))
         kafka_broker.stop()
+        felt_by_40_s = time.monotonic() + 40
         time.sleep(8)
+        while not outage_felt(cluster) and time.monotonic() < felt_by_40_s:
+            time.sleep(0.5)
         cluster.check_alive()
         kafka_broker.start()
         located += produce(bootstrap, values[half:])
         cluster.wait_until_landed(len(values))
     finally:
         outputs = cluster.stop_all()
-    # The outage was felt (a process busy for the whole 8 s may not log it: it depends on load).
-    assert any("unreachable" in output for output in outputs.values())
+    assert any("unreachable" in output for output in outputs.values())  # the outage was felt
     check_landed(cluster.db, bootstrap, values, located, points_equal_the_macro)
 
 
