@@ -134,12 +134,17 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
     return {"sent": len(sent_at), "stored": len(latencies), "p50_s": float(np.percentile(latencies, 50)),
             "p99_s": float(np.percentile(latencies, 99)), "max_s": float(latencies.max()),
             "job_p50_s": job_p50, "job_p99_s": job_p99, "visible": int(visible.size),
-            "visible_p50_s": float(np.percentile(visible, 50)) if visible.size else float("nan"),
-            "visible_p99_s": float(np.percentile(visible, 99)) if visible.size else float("nan"), "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
+            "visible_p50_s": percentile(visible, 50),
+            "visible_p99_s": percentile(visible, 99), "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
             "rss_each_minute": rss_each_minute, "windows": windows, "snapshots": len(watched["snapshots"]),
-            "snapshot_gap_p50_s": float(np.percentile(snapshot_gaps, 50)) if snapshot_gaps.size else float("nan"),
-            "snapshot_gap_p99_s": float(np.percentile(snapshot_gaps, 99)) if snapshot_gaps.size else float("nan"),
-            "snapshot_gap_max_s": float(snapshot_gaps.max()) if snapshot_gaps.size else float("nan")}
+            "snapshot_gap_p50_s": percentile(snapshot_gaps, 50),
+            "snapshot_gap_p99_s": percentile(snapshot_gaps, 99),
+            "snapshot_gap_max_s": percentile(snapshot_gaps, 100)}
+
+
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (100: the max) of ``values``; NaN when there are none."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 WINDOW_S = 300.0  # a long run's latencies are also printed per 5 minutes of send time, to show a trend
@@ -156,9 +161,9 @@ def by_window(sent_at: dict[str, float], stored_at: dict[str, float], seen_at: d
             stored.append(stored_at[record_id] - sent)
         if record_id in seen_at:
             visible.append(seen_at[record_id] - sent)
-    return [(float(np.percentile(stored, 99)) if stored else float("nan"),
-             float(np.percentile(visible, 99)) if visible else float("nan"),
-             max(visible, default=float("nan"))) for _, (stored, visible) in sorted(windows.items())]
+    return [(percentile(stored, 99),
+             percentile(visible, 99),
+             percentile(visible, 100)) for _, (stored, visible) in sorted(windows.items())]
 
 
 def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: int, snapshot_interval: str,
