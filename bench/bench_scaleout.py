@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
-from bench.bench_stream import record  # noqa: E402  (the stream bench's corpus)
+from bench.rate_producer import record  # noqa: E402  (the stream benches' corpus)
 from connectors.kafka.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from connectors.kafka.offsets import committed_offsets  # noqa: E402
 

@@ -5,11 +5,12 @@
     python bench/bench_stream.py --rate 50 --duration 600 --event-spacing 30  # ... with full horizons
     python bench/bench_stream.py --rate 50 --duration 1800 --event-spacing 30 --duckdb-memory-limit 256MB
 
-One run, one process, a real embedded broker, the bundled model, the bundled default settings:
+One run: the job in this process, a real embedded broker, the bundled model, the bundled default settings:
 1. scoring only: the engine alone on 2,000 distinct texts (batches of 64): the baseline items/s;
-2. fixed rate: a producer sends ``--rate`` records/s for ``--duration`` s while the job streams;
-   latency per record = its row's ``ingested_at`` minus the producer's send time; p50/p99, and
-   the job's process RSS at the start and the end; and visibility to a reader: a process of
+2. fixed rate: a producer process (bench/rate_producer.py) sends ``--rate`` records/s for
+   ``--duration`` s while the job streams; latency per record = its row's ``ingested_at`` minus
+   the producer's send time; p50/p99, and the job's process RSS at the start, each minute and
+   the end (the producer's bookkeeping is not in it); and visibility to a reader: a process of
    its own (bench/reader_watch.py) opens the database as the dashboard does (``open_for_read``
    attached to one DuckDB instance: the snapshot while the job writes) every 200 ms, and a
    record's visibility latency is the first poll that sees it minus its send time (so up to one
@@ -26,10 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,32 +39,10 @@ import numpy as np
 from kafka import KafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+from bench.rate_producer import record, text
 from connectors.kafka.embedded import EmbeddedBroker, create_topics
-from connectors.kafka.offsets import committed_offsets
 from models.engine import SentimentEngine
 from pipeline import stream
-
-TICKERS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOGL", "META", "JPM", "XOM", "BA")
-PHRASES = ("beats estimates and raises full-year guidance", "shares slump after profit warning",
-           "to report quarterly results on Thursday", "wins multiyear contract worth $2 billion",
-           "faces regulatory probe into accounting", "announces layoffs amid slowdown")
-T0_MS = 1714550400000
-
-
-def text(i: int) -> str:
-    return f"${TICKERS[i % len(TICKERS)]} {PHRASES[(i // len(TICKERS)) % len(PHRASES)]}, update {i}"
-
-
-def record(i: int, event_s: float) -> bytes:
-    return json.dumps({"id": f"b{i}", "text": text(i), "published_at": T0_MS + int(event_s * 1000),
-                       "source": "news" if i % 2 else "comment"}).encode()
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def scoring_only(n: int = 2000, batch: int = 64) -> float:
@@ -88,36 +67,20 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
     """Warm-up record first (start-up is not latency), then ``rate`` records/s for ``duration`` s."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     producer.send("bench", record(0, 0.0)).get(timeout=30)
-    sent_at: dict[str, float] = {}
-    rss: dict[str, float] = {}
-    rss_each_minute: list[float] = []
-
-    def produce() -> None:
-        while (committed_offsets(bootstrap, "bench-rate", [("bench", 0)])[("bench", 0)] or 0) < 1:
-            time.sleep(0.2)
-        rss["start"] = rss_mib()
-        n = int(rate * duration)
-        started = time.perf_counter()
-        for i in range(1, n + 1):
-            delay = started + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent_at[f"b{i}"] = time.time()
-            producer.send("bench", record(i, i * spacing_s))
-            if i % int(60 * rate) == 0:
-                rss_each_minute.append(rss_mib())
-        producer.flush()
-        rss["end"] = rss_mib()
-
-    seen_file = db + ".seen.json"
-    watcher = subprocess.Popen([sys.executable, str(Path(__file__).with_name("reader_watch.py")), db, seen_file])
-    thread = threading.Thread(target=produce)
-    thread.start()
+    producer.close()
+    seen_file, sent_file = db + ".seen.json", db + ".sent.json"
+    here = Path(__file__).parent
+    watcher = subprocess.Popen([sys.executable, str(here / "reader_watch.py"), db, seen_file])
+    sender = subprocess.Popen([sys.executable, str(here / "rate_producer.py"), bootstrap, "bench", "bench-rate",
+                               str(os.getpid()), sent_file, "--rate", str(rate), "--duration", str(duration),
+                               "--event-spacing", str(spacing_s)])
     metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s", snapshot_interval, memory_limit))
-    thread.join()
+    if sender.wait() != 0:
+        raise SystemExit(f"the producer process failed with exit status {sender.returncode}")
     watcher.terminate()
     watcher.wait(timeout=60)
-    producer.close()
+    sent = json.loads(Path(sent_file).read_text())
+    sent_at, rss = sent["sent_at"], sent["rss"]
     con = duckdb.connect(db, read_only=True)
     try:
         rows = dict(con.execute("SELECT id, epoch(ingested_at) FROM items").fetchall())
@@ -136,7 +99,7 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
             "job_p50_s": job_p50, "job_p99_s": job_p99, "visible": int(visible.size),
             "visible_p50_s": percentile(visible, 50),
             "visible_p99_s": percentile(visible, 99), "rss_start_mib": rss["start"], "rss_end_mib": rss["end"],
-            "rss_each_minute": rss_each_minute, "windows": windows, "snapshots": len(watched["snapshots"]),
+            "rss_each_minute": rss["each_minute"], "windows": windows, "snapshots": len(watched["snapshots"]),
             "snapshot_gap_p50_s": percentile(snapshot_gaps, 50),
             "snapshot_gap_p99_s": percentile(snapshot_gaps, 99),
             "snapshot_gap_max_s": percentile(snapshot_gaps, 100)}
