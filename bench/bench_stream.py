@@ -74,9 +74,18 @@ def fixed_rate(bootstrap: str, db: str, rate: float, duration: float, spacing_s:
     sender = subprocess.Popen([sys.executable, str(here / "rate_producer.py"), bootstrap, "bench", "bench-rate",
                                str(os.getpid()), sent_file, "--rate", str(rate), "--duration", str(duration),
                                "--event-spacing", str(spacing_s)])
-    metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s", snapshot_interval, memory_limit))
-    if sender.wait() != 0:
-        raise SystemExit(f"the producer process failed with exit status {sender.returncode}")
+    try:
+        metrics = stream.run_stream(stream_args(bootstrap, db, "bench-rate", "15s", snapshot_interval, memory_limit))
+        # The job stops 15 s after the last record, so the producer is done by then, unless it
+        # never saw the warm-up record committed and so never started.
+        status = sender.wait(timeout=60)
+    except BaseException:
+        sender.kill()
+        watcher.kill()
+        raise
+    if status != 0:
+        watcher.kill()
+        raise SystemExit(f"the producer process failed with exit status {status}")
     watcher.terminate()
     watcher.wait(timeout=60)
     sent = json.loads(Path(sent_file).read_text())
