@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -164,6 +165,10 @@ def train(argv: list[str]) -> int:
     parser.add_argument("--extra-label-column", default="label")
     parser.add_argument("--init-from", metavar="DIR", help="continue from a bundle or checkpoint written by "
                                                        "train (default: the packaged backbone and a new head)")
+    parser.add_argument("--keep-start", type=_non_negative_float, default=defaults.keep_start, metavar="WEIGHT",
+                        help="with --init-from: also hold the --train rows' class probabilities to the "
+                             "starting model's (KL term of this weight), so --extra-train rows teach new "
+                             "cases without the --train rows' being forgotten")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the head's initial weights and dropout")
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed,
                         help="seeds the batch order (default: --seed); vary it, not --seed, for runs to average")
@@ -171,7 +176,10 @@ def train(argv: list[str]) -> int:
     parser.add_argument("--threads", type=_positive_int, default=env_default("threads"),
                         help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.keep_start and not args.init_from:
+        raise UsageError("--keep-start needs --init-from (the model whose predictions to keep)")
     train_data, valid_data = _read_csv(args.train, args), _read_csv(args.valid, args)
+    anchored_rows = len(train_data) if args.keep_start else 0
     if args.extra_train:
         extra = _read_csv(args.extra_train, argparse.Namespace(
             label_map=None, text_column=args.extra_text_column, label_column=args.extra_label_column))
@@ -196,14 +204,14 @@ def train(argv: list[str]) -> int:
                       warmup_ratio=args.warmup_ratio, embedding_min_count=args.embedding_min_count,
                       layer_lr_decay=args.layer_lr_decay, label_smoothing=args.label_smoothing,
                       average_last=args.average_last, seed=args.seed, data_seed=args.data_seed,
-                      device=device.type, init_from=args.init_from)
+                      device=device.type, init_from=args.init_from, keep_start=args.keep_start)
     if not 1 <= cfg.trainable_layers <= 6:
         raise UsageError("--trainable-layers must be between 1 and the backbone's 6 layers")
     log.info("training on %d rows %s, validating on %d rows", len(train_data), train_data.counts(), len(valid_data))
     try:
         result = run_training(train_data, valid_data, Path(args.out), cfg,
                               bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
-                              bundle_name=args.bundle_name, progress=True)
+                              bundle_name=args.bundle_name, progress=True, anchored_rows=anchored_rows)
     except ModelLoadError as exc:  # --init-from that cannot be continued
         raise UsageError(str(exc)) from exc
     best = f"epoch {result.best_epoch}" if result.best_epoch else f"mean of the last {args.average_last} epochs"
@@ -368,3 +376,12 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
     return value
 
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0.0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value

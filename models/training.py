@@ -54,6 +54,8 @@ class TrainConfig:
     device: str = "cpu"
     init_from: str | None = None  # a bundle or checkpoint written by ``train`` to continue from;
     # None: the packaged backbone and a new head
+    keep_start: float = 0.0  # with init_from: weight of a KL term holding the anchored rows'
+    # class probabilities to the starting model's (learning without forgetting, Li & Hoiem 2017)
 
 
 @dataclass
@@ -104,9 +106,13 @@ def scores(gold: Sequence[int], predicted: Sequence[int]) -> tuple[float, float,
 
 def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg: TrainConfig,
           bundle_dir: Path | None = None, bundle_name: str = "tickerpulse-minilm-ft",
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, anchored_rows: int = 0) -> TrainResult:
     """Fine-tune from the packaged backbone; the best epoch is saved to ``out_dir`` (a standard
-    HF checkpoint) and, when ``bundle_dir`` is given, exported as a delta bundle."""
+    HF checkpoint) and, when ``bundle_dir`` is given, exported as a delta bundle. With
+    ``cfg.keep_start``, the first ``anchored_rows`` rows also learn the starting model's
+    probabilities, so new rows can teach new cases without the old ones being forgotten."""
+    if cfg.keep_start and (cfg.init_from is None or not 0 < anchored_rows <= len(train_data)):
+        raise ValueError("keep_start needs init_from and 1..len(train_data) anchored rows")
     _seed(cfg.seed)
     device = torch.device(cfg.device)
     model, tokenizer = _starting_model(cfg)
@@ -123,6 +129,7 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
     generator = random.Random(cfg.seed if cfg.data_seed is None else cfg.data_seed)
     result = TrainResult(best_epoch=0, best_macro_f1=-1.0)
     averager = _WeightAverager(model, trained_keys)
+    start_probs = _probabilities(model, tokenizer, encoded[:anchored_rows], device) if cfg.keep_start else None
 
     def keep_if_best(epoch: int, f1: float) -> None:
         if f1 > result.best_macro_f1:
@@ -143,6 +150,8 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
             labels = torch.tensor([train_data.labels[i] for i in batch])
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
             loss = loss_fn(logits, labels.to(device))
+            if start_probs is not None:
+                loss = loss + cfg.keep_start * _kept_divergence(logits, batch, start_probs)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -301,6 +310,31 @@ def exact_mean(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     stacked = torch.stack(list(tensors))
     shared = (stacked == stacked[0]).all(dim=0)
     return torch.where(shared, stacked[0], stacked.float().mean(dim=0).to(stacked.dtype))
+
+
+@torch.no_grad()
+def _probabilities(model: BertPreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: list[list[int]],
+                   device: torch.device, batch_size: int = 128) -> torch.Tensor:
+    """The model's class probabilities for each encoded text (eval mode: no dropout)."""
+    model.eval()
+    probs = []
+    for start in range(0, len(encoded), batch_size):
+        input_ids, attention_mask = pad_batch(encoded[start:start + batch_size], tokenizer.pad_token_id or 0)
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        probs.append(logits.float().softmax(dim=-1))
+    model.train()
+    return torch.cat(probs)
+
+
+def _kept_divergence(logits: torch.Tensor, batch: list[int], start_probs: torch.Tensor) -> torch.Tensor:
+    """KL(start model || model) over the batch's anchored rows (indices below len(start_probs)),
+    averaged over the whole batch so its weight does not depend on how many rows are anchored."""
+    kept = [k for k, i in enumerate(batch) if i < len(start_probs)]
+    if not kept:
+        return logits.new_zeros(())
+    target = start_probs[[batch[k] for k in kept]].to(logits.device)
+    log_probs = logits[kept].float().log_softmax(dim=-1)
+    return torch.nn.functional.kl_div(log_probs, target, reduction="sum") / len(batch)
 
 
 def _class_weights(data: LabelledData) -> torch.Tensor:

@@ -127,6 +127,41 @@ def test_continuing_from_a_bundle_starts_from_its_weights_and_ships_all_of_them(
                                                                   init_from=str(tmp_path / "a_bundle")), progress=False)
 
 
+def test_keep_start_holds_the_anchored_rows_to_the_starting_model(tmp_path, small_data):
+    """Learning without forgetting: continued on new rows at a high learning rate, the anchored
+    rows' probabilities move less from the start model's with the KL term than without it."""
+    rows, valid_rows = small_data[0], _rows(small_data[1], 16)
+    anchored, new = _rows(rows, 48), LabelledData(rows.texts[48:96], rows.labels[48:96])
+    first = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=32, seed=3, learning_rate=3e-4)
+    train(anchored, valid_rows, tmp_path / "a", first, bundle_dir=tmp_path / "a_bundle", progress=False)
+    start = SentimentEngine(load_classifier(tmp_path / "a_bundle"), _cpu(), "fp32").predict(anchored.texts)
+    drift = {}
+    for weight in (0.0, 5.0):
+        cfg = TrainConfig(epochs=2, batch_size=16, trainable_layers=2, max_length=32, seed=4, learning_rate=1e-3,
+                          init_from=str(tmp_path / "a_bundle"), keep_start=weight, class_weighting=False)
+        out = tmp_path / f"keep{weight}"
+        train(anchored.plus(new), valid_rows, out, cfg, progress=False, anchored_rows=len(anchored) if weight else 0)
+        after = SentimentEngine(load_classifier(out), _cpu(), "fp32").predict(anchored.texts)
+        drift[weight] = sum(abs(x - y) for a, b in zip(start, after) for x, y in zip(a.probs, b.probs)) / len(start)
+    assert drift[5.0] < 0.5 * drift[0.0], drift
+    with pytest.raises(ValueError, match="keep_start needs init_from"):
+        train(anchored, valid_rows, tmp_path / "c", TrainConfig(epochs=1, keep_start=1.0), progress=False,
+              anchored_rows=len(anchored))
+
+
+def test_kept_divergence_is_zero_at_the_start_and_ignores_unanchored_rows():
+    from models.training import _kept_divergence
+
+    start_probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    same = start_probs.log()
+    assert _kept_divergence(same, [0, 1], start_probs).item() == pytest.approx(0.0, abs=1e-6)
+    assert _kept_divergence(torch.zeros(2, 3), [5, 6], start_probs).item() == 0.0  # no anchored row
+    moved = torch.tensor([[0.0, 0.0, 0.0], [9.0, 9.0, 9.0]])
+    # only row 0 (batch position 0) is anchored; the sum is divided by the batch size, 2
+    expected = sum(p * (p / (1 / 3)).log() for p in start_probs[0]) / 2
+    assert _kept_divergence(moved, [0, 7], start_probs).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_epoch_average_keeps_untouched_weights_bit_exact():
     from models.training import _WeightAverager
 
@@ -159,7 +194,8 @@ def test_layer_lr_decay_gives_lower_layers_smaller_steps():
 
 
 @pytest.mark.parametrize("flag, value", [("--label-smoothing", "1.5"), ("--layer-lr-decay", "x"),
-                                         ("--embedding-min-count", "-1"), ("--average-last", "0")])
+                                         ("--embedding-min-count", "-1"), ("--average-last", "0"),
+                                         ("--keep-start", "-1"), ("--keep-start", "nan")])
 def test_bad_training_option_exits_2_with_one_line(flag, value, capsys):
     from pipeline.cli import main
 
@@ -167,6 +203,15 @@ def test_bad_training_option_exits_2_with_one_line(flag, value, capsys):
         main(["train", "--train", str(TRAIN_CSV), "--valid", str(TRAIN_CSV), "--out", "/tmp/unused", flag, value])
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_keep_start_without_init_from_exits_2_with_one_line(capsys):
+    from pipeline.cli import main
+
+    assert main(["train", "--train", str(TRAIN_CSV), "--valid", str(TRAIN_CSV), "--out", "/tmp/unused",
+                 "--keep-start", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--keep-start needs --init-from" in err[0]
 
 
 def test_training_is_reproducible_with_a_seed(tmp_path, small_data):
