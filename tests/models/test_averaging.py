@@ -84,6 +84,10 @@ def test_two_runs_from_the_same_start_average_into_a_checkpoint_and_a_bundle(tmp
     recorded = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert [r["training"]["data_seed"] for r in recorded["averaged_from"]] == [1, 2]
     assert recorded["valid_macro_f1"] == pytest.approx(f1, abs=1e-4) and isinstance(recorded["int8_validated"], bool)
+    average_models([tmp_path / "bundle", runs[0]], tmp_path / "avg2", tmp_path / "bundle2", "unit")
+    nested = json.loads((tmp_path / "bundle2" / "bundle.json").read_text())["averaged_from"]
+    assert nested[0]["averaged_from"] == recorded["averaged_from"]  # a bundle ingredient keeps its history
+    assert nested[0]["valid_macro_f1"] == recorded["valid_macro_f1"] and nested[1]["training"]["data_seed"] == 1
     delta = load_file(str(tmp_path / "bundle" / "delta.safetensors"))
     assert not any(k.startswith("bert.encoder.layer.0.") for k in delta)  # frozen layers are not shipped
     checkpoint = SentimentEngine(load_classifier(tmp_path / "avg"), torch.device("cpu"), "fp32")
