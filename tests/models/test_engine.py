@@ -189,6 +189,8 @@ def test_bundled_default_reads_results_language_recalls_and_layoffs():
         "Kelby Motors recalls 1.2 million SUVs because airbags may not deploy": "negative",
         "Medtrona recalls insulin pumps after reports of battery failures": "negative",
         "Stenberg will cut 1,800 jobs and close two factories": "negative",
+        "Alphabet wins multiyear cloud contract worth $2.4 billion from a federal agency": "positive",
+        "FAA orders inspections of Boeing jets after in-flight panel failure": "negative",
         "Pellworth will publish its half-year report on 18 July 2025 at 8:00 a.m.": "neutral",
     }
     engine = SentimentEngine.load(precision="fp32")
@@ -197,13 +199,11 @@ def test_bundled_default_reads_results_language_recalls_and_layoffs():
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known failures of the bundled model on news (docs/model.md, issue 11): "
-                                       "narrowed losses read negative, contract wins and inspections neutral")
+                                       "narrowed losses read negative, an order win and an inspection neutral")
 @pytest.mark.parametrize("text, label", [
     ("Operating loss narrowed to EUR 3.2 million from EUR 7.8 million in the corresponding period.", "positive"),
     ("The net loss shrank to $14 million, or 9 cents a share, from $41 million a year earlier.", "positive"),
-    ("Alphabet wins multiyear cloud contract worth $2.4 billion from a federal agency", "positive"),
     ("Airbus books firm order for 60 jets from an Indian low-cost airline", "positive"),
-    ("FAA orders inspections of Boeing jets after in-flight panel failure", "negative"),
     ("Regulators order safety inspections at all of Calder Nuclear's reactors", "negative"),
 ])
 def test_bundled_default_known_news_failures(text, label):
