@@ -23,10 +23,15 @@ from models.training import evaluate, exact_mean, record_int8_check
 log = logging.getLogger(__name__)
 
 
-def average_weights(classifiers: Sequence[LoadedClassifier]) -> dict[str, torch.Tensor]:
-    """The mean of each floating-point weight; refuses models that differ in shape or labels."""
+def average_weights(classifiers: Sequence[LoadedClassifier],
+                    weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+    """The (weighted) mean of each floating-point weight; refuses models that differ in shape or
+    labels. Unequal ``weights`` mix a start and its fine-tuned continuation at a chosen point of
+    the line between them (WiSE-FT, Wortsman et al. 2022)."""
     if len(classifiers) < 2:
         raise ValueError("averaging needs at least two models")
+    if weights is not None and (len(weights) != len(classifiers) or min(weights) <= 0):
+        raise ValueError(f"need one positive weight per model, got {list(weights)} for {len(classifiers)} models")
     first = classifiers[0]
     states = [c.model.state_dict() for c in classifiers]
     for classifier, state in zip(classifiers[1:], states[1:]):
@@ -37,7 +42,8 @@ def average_weights(classifiers: Sequence[LoadedClassifier]) -> dict[str, torch.
         if not same:
             raise ModelLoadError(f"{classifier.name} differs from {first.name} in architecture, labels or "
                                  "input preparation: only runs of the same model can be averaged")
-    return {k: exact_mean([s[k] for s in states]) if v.is_floating_point() else v for k, v in states[0].items()}
+    return {k: exact_mean([s[k] for s in states], weights) if v.is_floating_point() else v
+            for k, v in states[0].items()}
 
 
 def changed_from_backbone(weights: dict[str, torch.Tensor]) -> list[str]:
@@ -48,11 +54,13 @@ def changed_from_backbone(weights: dict[str, torch.Tensor]) -> list[str]:
 
 
 def average_models(model_dirs: Sequence[Path], out_dir: Path, bundle_dir: Path | None = None,
-                   bundle_name: str = "tickerpulse-minilm-ft", valid_data: LabelledData | None = None) -> float | None:
-    """Average the models (checkpoints or bundles) into ``out_dir`` (an HF checkpoint) and, if
-    asked, a delta bundle; returns the validation macro-F1 when ``valid_data`` is given."""
+                   bundle_name: str = "tickerpulse-minilm-ft", valid_data: LabelledData | None = None,
+                   mix: Sequence[float] | None = None) -> float | None:
+    """Average the models (checkpoints or bundles; weighted by ``mix`` if given) into ``out_dir``
+    (an HF checkpoint) and, if asked, a delta bundle; returns the validation macro-F1 when
+    ``valid_data`` is given."""
     classifiers = [load_classifier(path) for path in model_dirs]
-    weights = average_weights(classifiers)
+    weights = average_weights(classifiers, mix)
     model = classifiers[0].model
     model.load_state_dict(weights)
     save_checkpoint(model, classifiers[0].tokenizer, out_dir, classifiers[0].max_length)
@@ -63,6 +71,9 @@ def average_models(model_dirs: Sequence[Path], out_dir: Path, bundle_dir: Path |
         log.info("average of %d models: valid macro-F1 %.4f  accuracy %.4f", len(classifiers), f1, accuracy)
     if bundle_dir is not None:
         ingredients = [_training_record(Path(path)) for path in model_dirs]
+        if mix is not None:
+            for ingredient, share in zip(ingredients, mix):
+                ingredient["mix_weight"] = share / sum(mix)
         export_bundle(model, bundle_dir, bundle_name, classifiers[0].max_length, changed_from_backbone(weights),
                       extra={"averaged_from": ingredients})
         if valid_data is not None:

@@ -227,6 +227,8 @@ def average(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="directory for the averaged checkpoint (HF format)")
     parser.add_argument("--bundle-out", help="also export it as a delta bundle here")
     parser.add_argument("--bundle-name", default="tickerpulse-minilm-ft")
+    parser.add_argument("--weights", nargs="+", type=float, metavar="W",
+                        help="one positive weight per model (default: equal), e.g. 1 2 for a third of the first")
     parser.add_argument("--valid", help="CSV to report the average's macro-F1 on (and to check its int8 path)")
     _data_flags(parser)
     args = parser.parse_args(argv)
@@ -235,12 +237,12 @@ def average(argv: list[str]) -> int:
     valid_data = _read_csv(args.valid, args) if args.valid else None
 
     from models.averaging import average_models
-    from models.classifier import ModelLoadError
 
     try:
         f1 = average_models([Path(m) for m in args.models], Path(args.out),
-                            Path(args.bundle_out) if args.bundle_out else None, args.bundle_name, valid_data)
-    except ModelLoadError as exc:
+                            Path(args.bundle_out) if args.bundle_out else None, args.bundle_name, valid_data,
+                            args.weights)
+    except ValueError as exc:  # a ModelLoadError, or weights that do not fit the models
         raise UsageError(str(exc)) from exc
     print(f"average of {len(args.models)} models -> {args.out}" + (f": valid macro-F1 {f1:.4f}" if f1 is not None else ""))
     return 0

@@ -304,12 +304,18 @@ class _WeightAverager:
             p.copy_(exact_mean([s[k] for s in self.snapshots]))
 
 
-def exact_mean(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Elementwise mean that keeps a value all tensors share bit-exact: (a + a + a) / 3 can be off
-    by one ulp, and an untouched weight would then count as trained and be shipped in the bundle."""
+def exact_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Elementwise (weighted) mean that keeps a value all tensors share bit-exact: (a + a + a) / 3
+    can be off by one ulp, and an untouched weight would then count as trained and be shipped in
+    the bundle. ``weights`` (positive, any scale) default to equal."""
     stacked = torch.stack(list(tensors))
     shared = (stacked == stacked[0]).all(dim=0)
-    return torch.where(shared, stacked[0], stacked.float().mean(dim=0).to(stacked.dtype))
+    if weights is None:
+        mean = stacked.float().mean(dim=0)
+    else:
+        w = torch.tensor(weights, dtype=torch.float32)
+        mean = torch.tensordot(w / w.sum(), stacked.float(), dims=1)
+    return torch.where(shared, stacked[0], mean.to(stacked.dtype))
 
 
 @torch.no_grad()

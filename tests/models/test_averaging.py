@@ -27,6 +27,21 @@ def test_average_is_the_mean_of_each_weight(tmp_path, tiny_checkpoint):
     assert not torch.equal(mean[key], models[0].model.state_dict()[key])
 
 
+def test_weighted_average_mixes_in_proportion_and_keeps_shared_weights(tmp_path, tiny_checkpoint):
+    start, tuned = (load_classifier(tiny_checkpoint(tmp_path / f"m{i}", THREE, seed=i)) for i in range(2))
+    tuned.model.bert.embeddings.position_embeddings.weight.data.copy_(
+        start.model.bert.embeddings.position_embeddings.weight.data)
+    mixed = average_weights([start, tuned], weights=[1, 3])
+    key = "classifier.weight"
+    expected = 0.25 * start.model.state_dict()[key] + 0.75 * tuned.model.state_dict()[key]
+    assert torch.allclose(mixed[key], expected, atol=1e-7)
+    position = "bert.embeddings.position_embeddings.weight"
+    assert torch.equal(mixed[position], start.model.state_dict()[position])
+    for bad in ([1], [1, 0], [2, -1]):
+        with pytest.raises(ValueError, match="one positive weight per model"):
+            average_weights([start, tuned], weights=bad)
+
+
 def test_weights_no_run_changed_stay_bit_exact(tmp_path, tiny_checkpoint):
     """The float mean of three equal values can be off by one ulp; a frozen weight would then
     count as trained and bloat the bundle."""
@@ -60,6 +75,9 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, tiny_checkpoint, capsys):
     capsys.readouterr()  # saving the checkpoints shows a progress bar
     assert main(["average", "--models", str(one), str(other), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().startswith("tickerpulse average: error: ")
+    assert main(["average", "--models", str(one), str(one), "--weights", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "one positive weight per model" in err and len(err.splitlines()) == 1
 
 
 def test_two_runs_from_the_same_start_average_into_a_checkpoint_and_a_bundle(tmp_path):
@@ -84,8 +102,9 @@ def test_two_runs_from_the_same_start_average_into_a_checkpoint_and_a_bundle(tmp
     recorded = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert [r["training"]["data_seed"] for r in recorded["averaged_from"]] == [1, 2]
     assert recorded["valid_macro_f1"] == pytest.approx(f1, abs=1e-4) and isinstance(recorded["int8_validated"], bool)
-    average_models([tmp_path / "bundle", runs[0]], tmp_path / "avg2", tmp_path / "bundle2", "unit")
+    average_models([tmp_path / "bundle", runs[0]], tmp_path / "avg2", tmp_path / "bundle2", "unit", mix=[1, 3])
     nested = json.loads((tmp_path / "bundle2" / "bundle.json").read_text())["averaged_from"]
+    assert [r["mix_weight"] for r in nested] == [0.25, 0.75]
     assert nested[0]["averaged_from"] == recorded["averaged_from"]  # a bundle ingredient keeps its history
     assert nested[0]["valid_macro_f1"] == recorded["valid_macro_f1"] and nested[1]["training"]["data_seed"] == 1
     delta = load_file(str(tmp_path / "bundle" / "delta.safetensors"))
