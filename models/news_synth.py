@@ -10,10 +10,12 @@ package ``pytickersymbols``), amounts, periods and one of several phrasings. The
   expansion, market-share gains, approvals, upgrades, buybacks;
 - negative: the same figures moving the other way, a loss that widened, a swing to a loss,
   profit warnings and cut guidance, layoffs and plant closures, recalls, regulator-ordered
-  inspections, probes, fines, lawsuits, cancelled orders, downgrades, production halts;
+  inspections and groundings, probes, fines, lawsuits, cancelled orders, downgrades, production
+  halts, financial distress (covenant breaches, missed payments, going-concern doubts), a
+  suspended dividend;
 - neutral: factual announcements with no direction: report dates, appointments, meetings,
-  company descriptions, completed formalities, a figure stated without a comparison, a figure
-  unchanged from the year before.
+  company descriptions, completed formalities, a figure stated without a comparison (sales,
+  backlog, headcount), a figure unchanged from the year before.
 
 Two-figure comparisons always agree with their label (a profit that "fell to 8.1 from 9.4"),
 so direction is learnt from words and from the order of the numbers. Deterministic for a seed.
@@ -74,8 +76,11 @@ _PER_SHARE = ("earnings per share", "EPS", "diluted earnings per share")
 _MARGINS = ("operating margin", "gross margin", "EBITDA margin", "the comparable operating margin")
 _UP = ("rose", "increased", "grew", "climbed", "went up", "improved", "jumped")
 _DOWN = ("fell", "decreased", "declined", "dropped", "went down", "slipped", "slumped")
-_NARROWED = ("narrowed", "shrank", "decreased", "was reduced", "fell", "eased")
+_NARROWED = ("narrowed", "shrank", "decreased", "was reduced", "fell", "eased", "improved")
 _WIDENED = ("widened", "deepened", "increased", "grew", "rose")
+_CUT_LOSS = ("cut", "narrowed", "reduced", "trimmed")  # the company as subject: "X cut its net loss"
+_GREW_LOSS = ("widened", "increased", "deepened")
+_COUNTRIES = ("Finnish", "German", "US", "Swedish", "British", "Dutch", "Norwegian", "French")
 
 
 @lru_cache(maxsize=1)
@@ -105,11 +110,15 @@ def _money(rng: random.Random, value: float, currency: tuple[str, str]) -> str:
 
 
 def _pair(rng: random.Random, up: bool, small: bool = False) -> tuple[float, float, float]:
-    """(current, previous, percent change) with current above previous when ``up``."""
+    """(current, previous, percent change) with current above previous when ``up``, far enough
+    apart that they still differ when printed (2 decimals when ``small``, else as ``_money``)."""
     previous = rng.uniform(0.05, 2.5) if small else rng.choice((rng.uniform(1, 50), rng.uniform(50, 900)))
-    change = rng.uniform(0.04, 0.6)
-    current = previous * (1 + change) if up else previous * (1 - change)
-    return current, previous, change * 100
+    while True:
+        change = rng.uniform(0.04, 0.6)
+        current = previous * (1 + change) if up else previous * (1 - change)
+        printed_step = 0.01 if small else (1.0 if max(current, previous) >= 100 else 0.1)
+        if abs(current - previous) >= 1.5 * printed_step:
+            return current, previous, change * 100
 
 
 def _share(value: float, currency: str) -> str:
@@ -146,6 +155,7 @@ def _losses(rng: random.Random, narrowed: bool) -> str:
     """A loss that got smaller (good news) or larger (bad news)."""
     metric = rng.choice(_LOSS)
     cur, prev, pct = _pair(rng, up=not narrowed)
+    per_share_now, per_share_before, _ = _pair(rng, up=not narrowed, small=True)
     cc = rng.choice(_CURRENCY)
     a, b = _money(rng, cur, cc), _money(rng, prev, cc)
     verb = rng.choice(_NARROWED if narrowed else _WIDENED)
@@ -158,6 +168,12 @@ def _losses(rng: random.Random, narrowed: bool) -> str:
         f"{co} {'narrows' if narrowed else 'widens'} {period} loss to {a}",
         f"{_cap(metric)} for {period} amounted to {a} (loss of {b}).",
         f"{co} said its {metric} {verb} by {pct:.0f}% to {a} in {period}.",
+        f"{co} {rng.choice(_CUT_LOSS if narrowed else _GREW_LOSS)} its {metric} to {a} in {period} from {b} {before}.",
+        f"{co} reports {'smaller' if narrowed else 'bigger'} {metric} of {a} for {period}",
+        f"{co} {period} loss {'narrows' if narrowed else 'widens'} to {a} from {b}",
+        f"{_cap(metric)} {verb} to {a} ({b}).",
+        f"{rng.choice(('Loss', 'Net loss'))} per share {verb} to {_share(per_share_now, 'EUR')} from {_share(per_share_before, 'EUR')}.",
+        f"{co} {'cuts losses as sales recover' if narrowed else 'sees losses mount as sales slide'} in {period}",
     ))
 
 
@@ -232,6 +248,14 @@ def _positive_event(rng: random.Random) -> str:
         f"{co} shares rise {pct}% after record quarterly sales",
         f"{co} reports record order intake in {rng.choice(_PERIODS)}",
         f"Demand for {product} remained strong and {co} expects sales to increase.",
+        f"{co} has been awarded a {amount} contract by {client}.",
+        f"{co} gets {amount} order from {client}",
+        f"{co} to deliver {product} to {client} under a {amount} deal",
+        f"{co} lands order for {product} worth {amount}",
+        f"{co} and {client} sign an agreement on the delivery of {product}, worth {amount}.",
+        f"{co} has been selected as the supplier of {product} for {client}.",
+        f"{co} wins order from {client}",
+        f"{co} opens a new plant to meet growing demand for {product}.",
     ))
 
 
@@ -260,6 +284,14 @@ def _negative_event(rng: random.Random) -> str:
         f"{co} files for bankruptcy protection",
         f"{co} expects net sales to decrease in {rng.choice(('2026', '2027', 'the current year'))} as orders fall.",
         f"Demand for {product} weakened and {co} expects sales to decline.",
+        f"{regulator} orders {co} to inspect {n:,} {rng.choice(_RECALLED)} after {defect}",
+        f"{regulator} grounds {co} {rng.choice(_RECALLED)} pending checks for {defect}",
+        f"{regulator} issues an emergency directive for {co} {rng.choice(_RECALLED)} over {defect}.",
+        f"{co} warns it may breach its loan covenants",
+        f"{co} seeks protection from its creditors",
+        f"Auditors raise doubts about {co}'s ability to continue as a going concern.",
+        f"{co} misses an interest payment on its bonds",
+        f"{co} suspends its dividend as {rng.choice(('orders', 'sales', 'profits'))} fall",
     ))
 
 
@@ -274,7 +306,7 @@ def _neutral_event(rng: random.Random) -> str:
         f"{co} appoints {rng.choice(_PEOPLE)} as {rng.choice(_ROLES)}",
         f"{rng.choice(_PEOPLE)} has been named {rng.choice(_ROLES)} of {co}, effective {date}.",
         f"The annual general meeting of {co} will be held on {date}.",
-        f"{co} is a {rng.choice(('Finnish', 'German', 'US', 'Swedish', 'British', 'Dutch'))} maker of {product}.",
+        f"{co} is a {rng.choice(_COUNTRIES)} maker of {product}.",
         f"The company employs about {n:,} people in {rng.randint(2, 60)} countries.",
         f"{co} operates {rng.randint(2, 40)} production plants and sells {product} worldwide.",
         f"{_cap(metric)} for {rng.choice(_PERIODS)} totalled {amount}.",
@@ -289,6 +321,12 @@ def _neutral_event(rng: random.Random) -> str:
         f"{co} moves its headquarters to {rng.choice(('Espoo', 'Austin', 'Munich', 'Malmo', 'Dublin'))}",
         f"Deliveries under the agreement are scheduled for {rng.choice(_PERIODS)} of {rng.choice(('2026', '2027'))}.",
         f"{co} comments on market rumours: it does not comment on speculation.",
+        f"{_cap(metric)} in {rng.choice(_PERIODS)} amounted to {amount}.",
+        f"{co}'s order backlog stood at {amount} at the end of {rng.choice(_PERIODS)}.",
+        f"{co} had {n:,} employees at the end of {rng.choice(_PERIODS)}.",
+        f"{co}'s {metric} in {rng.choice(('2024', '2025'))} was {amount}.",
+        f"{co} makes {product} for customers in {rng.randint(2, 90)} countries.",
+        f"The {rng.choice(_COUNTRIES)} company {co} delivers {product} to {rng.choice(_CLIENTS)}.",
     ))
 
 
@@ -308,7 +346,7 @@ _EVENTS: dict[str, tuple[str, Callable[[random.Random], str]]] = {
     "neutral_event": ("neutral", _neutral_event),
 }
 # how often each event type is drawn within its label (events, not numbers, dominate news)
-_WEIGHTS = {"figures_up": 3, "figures_down": 3, "loss_narrowed": 2, "loss_widened": 2, "swing_to_profit": 1,
+_WEIGHTS = {"figures_up": 3, "figures_down": 3, "loss_narrowed": 3, "loss_widened": 3, "swing_to_profit": 1,
             "swing_to_loss": 1, "eps_up": 1, "eps_down": 1, "margin_up": 1, "margin_down": 1,
             "positive_event": 4, "negative_event": 4, "neutral_event": 1}
 
