@@ -40,7 +40,7 @@ from pipeline import store
 from pipeline.run_handle import Observing, RunHandle, SharedRun
 from pipeline.runner import make_pipeline, runs_here
 from pipeline.scaleout_args import add_role_args, check_role
-from pipeline.scoring import SentimentModelHandler
+from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.graph import sentiment_graph
 from pipeline.stream_transforms import StreamMode, StreamRun, StreamSettings
 from pipeline.tickers import Linking
@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
                    metavar="DURATION",
                    help="an item this much older than its ticker's latest point still restates the points "
                         "it changes; an older one is stored and counted as late (default: the horizon)")
-    add_model_args(p, 64)
+    add_model_args(p, DEFAULT_BATCH_SIZE)
     add_linking_args(p)
     add_role_args(p)
     obs = p.add_argument_group("observability")
