@@ -246,6 +246,7 @@ class DuckDBSink:
         try:
             return publish_snapshot(self.con, self.db_path)
         except _STORE_ERRORS as exc:
+            self.check_file()  # removed or replaced during the copy: that, not the copy, is the fault
             self._fail(f"publishing a snapshot of {self.db_path} failed: {one_line(exc)}")
         finally:
             self._publish_s.append(time.monotonic() - started)

@@ -194,6 +194,24 @@ def test_a_removed_file_is_a_fault_and_nothing_more_is_written(tmp_path):
         con.close()
 
 
+def test_a_file_removed_during_the_snapshot_copy_is_reported_as_removed(tmp_path, monkeypatch):
+    """The check before the copy can pass and the file vanish before ``cp`` reads it: the fault
+    to report is the removal, not the copy's "cannot stat"."""
+    db = tmp_path / "s.duckdb"
+    sink = DuckDBSink(str(db), snapshot_interval_s=3600)
+    sink.write([scored("a")])
+
+    def copy_after_removal(con, db_path):
+        db.unlink()
+        return publish_snapshot(con, db_path)
+
+    monkeypatch.setattr(sink_module, "publish_snapshot", copy_after_removal)
+    sink.write([scored("b")])
+    with pytest.raises(StoreFault, match="was removed while this job had it open"):
+        sink.maybe_publish_snapshot(force=True)
+    sink.close()
+
+
 def test_a_replaced_file_is_a_fault_and_is_neither_written_nor_published(tmp_path):
     db, other = tmp_path / "s.duckdb", tmp_path / "other.duckdb"
     duckdb.connect(str(other)).close()
