@@ -24,14 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def average_weights(classifiers: Sequence[LoadedClassifier],
-                    weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+                    mix: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
     """The (weighted) mean of each floating-point weight; refuses models that differ in shape or
-    labels. Unequal ``weights`` mix a start and its fine-tuned continuation at a chosen point of
-    the line between them (WiSE-FT, Wortsman et al. 2022)."""
+    labels. An unequal ``mix`` (one weight per model) blends a start and its fine-tuned
+    continuation at a chosen point of the line between them (WiSE-FT, Wortsman et al. 2022)."""
     if len(classifiers) < 2:
         raise ValueError("averaging needs at least two models")
-    if weights is not None and (len(weights) != len(classifiers) or min(weights) <= 0):
-        raise ValueError(f"need one positive weight per model, got {list(weights)} for {len(classifiers)} models")
+    if mix is not None and (len(mix) != len(classifiers) or min(mix) <= 0):
+        raise ValueError(f"need one positive weight per model, got {list(mix)} for {len(classifiers)} models")
     first = classifiers[0]
     states = [c.model.state_dict() for c in classifiers]
     for classifier, state in zip(classifiers[1:], states[1:]):
@@ -42,7 +42,7 @@ def average_weights(classifiers: Sequence[LoadedClassifier],
         if not same:
             raise ModelLoadError(f"{classifier.name} differs from {first.name} in architecture, labels or "
                                  "input preparation: only runs of the same model can be averaged")
-    return {k: exact_mean([s[k] for s in states], weights) if v.is_floating_point() else v
+    return {k: exact_mean([s[k] for s in states], mix) if v.is_floating_point() else v
             for k, v in states[0].items()}
 
 

@@ -103,9 +103,14 @@ def company(rng: random.Random) -> str:
     return base + rng.choice(_FORMS)
 
 
+def _money_decimals(value: float) -> int:
+    """Decimals an amount is printed with: whole units from 100 up, one decimal below."""
+    return 0 if value >= 100 else 1
+
+
 def _money(rng: random.Random, value: float, currency: tuple[str, str]) -> str:
     symbol, unit = currency
-    figure = f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+    figure = f"{value:.{_money_decimals(value)}f}"
     return f"{symbol}{figure}{unit}" if symbol in ("$", "€") or symbol.endswith(" ") else f"{symbol} {figure}{unit}"
 
 
@@ -116,7 +121,7 @@ def _pair(rng: random.Random, up: bool, small: bool = False) -> tuple[float, flo
     while True:
         change = rng.uniform(0.04, 0.6)
         current = previous * (1 + change) if up else previous * (1 - change)
-        printed_step = 0.01 if small else (1.0 if max(current, previous) >= 100 else 0.1)
+        printed_step = 0.01 if small else 10.0 ** -_money_decimals(max(current, previous))
         if abs(current - previous) >= 1.5 * printed_step:
             return current, previous, change * 100
 

@@ -31,7 +31,7 @@ def test_weighted_average_mixes_in_proportion_and_keeps_shared_weights(tmp_path,
     start, tuned = (load_classifier(tiny_checkpoint(tmp_path / f"m{i}", THREE, seed=i)) for i in range(2))
     tuned.model.bert.embeddings.position_embeddings.weight.data.copy_(
         start.model.bert.embeddings.position_embeddings.weight.data)
-    mixed = average_weights([start, tuned], weights=[1, 3])
+    mixed = average_weights([start, tuned], mix=[1, 3])
     key = "classifier.weight"
     expected = 0.25 * start.model.state_dict()[key] + 0.75 * tuned.model.state_dict()[key]
     assert torch.allclose(mixed[key], expected, atol=1e-7)
@@ -39,7 +39,7 @@ def test_weighted_average_mixes_in_proportion_and_keeps_shared_weights(tmp_path,
     assert torch.equal(mixed[position], start.model.state_dict()[position])
     for bad in ([1], [1, 0], [2, -1]):
         with pytest.raises(ValueError, match="one positive weight per model"):
-            average_weights([start, tuned], weights=bad)
+            average_weights([start, tuned], mix=bad)
 
 
 def test_weights_no_run_changed_stay_bit_exact(tmp_path, tiny_checkpoint):
