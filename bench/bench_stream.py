@@ -158,8 +158,8 @@ def sustained(bootstrap: str, db: str, backlog: int, spacing_s: float, after: in
     stream.run_stream(args)
     con = duckdb.connect(db, read_only=True)
     try:
-        writes = con.execute("SELECT epoch(ingested_at) AS at, count(*) FROM items WHERE kafka_topic = 'bench-backlog' "
-                             "GROUP BY at ORDER BY at").fetchall()
+        writes = con.execute("SELECT epoch(ingested_at) AS written, count(*) FROM items WHERE kafka_topic = 'bench-backlog' "
+                             "GROUP BY written ORDER BY written").fetchall()
     finally:
         con.close()
     if len(writes) < 2:
