@@ -281,15 +281,22 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
         return self.__dict__["_acquired"]
 
     def initial_restriction(self, partition: Partition) -> OffsetRange:
+        """The runner may call this on a copy of the DoFn whose ``teardown`` never runs, so the
+        directory's consumer is closed before returning; its counts stay cached for the next
+        slot (``discovery_interval_s``)."""
         topic, number = partition[0], int(partition[1])
         directory = self.__dict__.setdefault("_slot_directory", PartitionDirectory(self.config))
         control = self._session().control
-        # Until the broker answered, "no such partition" cannot be told from "no broker".
-        while not directory.known and not control.stop_requested.is_set():
-            directory.count(topic)
-            if not directory.known:
-                control.stop_requested.wait(directory.backoff.waiting() or 0.1)
-        if number < directory.count(topic):
+        try:
+            # Until the broker answered, "no such partition" cannot be told from "no broker".
+            while not directory.known and not control.stop_requested.is_set():
+                directory.count(topic)
+                if not directory.known:
+                    control.stop_requested.wait(directory.backoff.waiting() or 0.1)
+            exists = number < directory.count(topic)
+        finally:
+            directory.close()
+        if exists:
             return OffsetRange(resume_offset(self.config, (topic, number), control), END)
         return OffsetRange(0, END)  # a partition added later starts empty, at offset 0
 
@@ -398,8 +405,6 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
         for partition in list(self._consumers):
             self._drop_consumer(partition)
         self._directory.close()
-        if "_slot_directory" in self.__dict__:
-            self.__dict__.pop("_slot_directory").close()
 
 
 class ReadFromKafka(beam.PTransform):

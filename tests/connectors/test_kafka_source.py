@@ -232,3 +232,19 @@ def test_workers_share_the_partitions_of_every_topic_by_index(kafka_broker):
         assert {r.kafka_partition % 2 for r in records} == {index}
         seen += [(r.kafka_topic, r.kafka_partition, r.kafka_offset) for r in records]
     assert len(seen) == len(set(seen)) == 26
+
+
+def test_a_finished_run_leaves_no_kafka_client_behind(kafka_broker):
+    """Every consumer the source opens is closed by the end of the run, including the one that
+    sizes partitions for the restriction methods (a DoFn copy whose teardown may never run)."""
+    bootstrap = kafka_broker.bootstrap_servers
+    create_topics(bootstrap, ["quiet"], partitions=2)
+    _produce(bootstrap, "quiet", [b"a", b"b", b"c"], partitions=2)
+    before = set(threading.enumerate())
+    records, _ = _read(bootstrap, "g-leak", ("quiet",), until_idle_s=1.0)
+    assert len(records) == 3
+    deadline = time.monotonic() + 5
+    while (left := [t.name for t in set(threading.enumerate()) - before if t.name.startswith("kafka")]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []
