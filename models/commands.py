@@ -234,15 +234,20 @@ def average(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         raise UsageError("--models needs at least two model directories")
+    if args.weights is not None and (len(args.weights) != len(args.models) or min(args.weights) <= 0):
+        raise UsageError(f"--weights needs one positive weight per model, got {len(args.weights)} "
+                         f"for {len(args.models)} models" + ("" if len(args.weights) != len(args.models)
+                                                             else f" ({' '.join(map(str, args.weights))})"))
     valid_data = _read_csv(args.valid, args) if args.valid else None
 
     from models.averaging import average_models
+    from models.classifier import ModelLoadError
 
     try:
         f1 = average_models([Path(m) for m in args.models], Path(args.out),
                             Path(args.bundle_out) if args.bundle_out else None, args.bundle_name, valid_data,
                             args.weights)
-    except ValueError as exc:  # a ModelLoadError, or weights that do not fit the models
+    except ModelLoadError as exc:  # missing files, or runs of different models
         raise UsageError(str(exc)) from exc
     print(f"average of {len(args.models)} models -> {args.out}" + (f": valid macro-F1 {f1:.4f}" if f1 is not None else ""))
     return 0

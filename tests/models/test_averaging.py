@@ -75,9 +75,15 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, tiny_checkpoint, capsys):
     capsys.readouterr()  # saving the checkpoints shows a progress bar
     assert main(["average", "--models", str(one), str(other), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().startswith("tickerpulse average: error: ")
-    assert main(["average", "--models", str(one), str(one), "--weights", "1", "--out", str(tmp_path / "out")]) == 2
+    for weights in (["1"], ["1", "0"], ["1", "-2"]):
+        assert main(["average", "--models", str(one), str(one), "--weights", *weights,
+                     "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "one positive weight per model" in err and len(err.splitlines()) == 1
+    missing = tmp_path / "no-such-model"
+    assert main(["average", "--models", str(one), str(missing), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "one positive weight per model" in err and len(err.splitlines()) == 1
+    assert str(missing) in err and len(err.splitlines()) == 1
 
 
 def test_two_runs_from_the_same_start_average_into_a_checkpoint_and_a_bundle(tmp_path):
