@@ -82,16 +82,18 @@ def average_models(model_dirs: Sequence[Path], out_dir: Path, bundle_dir: Path |
 
 
 def _training_record(path: Path) -> dict:
-    """What is known of how an ingredient was trained: its config and validation figure, from a
-    checkpoint's metrics or a bundle's own record (so a soup of soups keeps its whole history)."""
+    """What is known of how an ingredient was trained: its config, files and validation figure,
+    from a checkpoint's metrics or a bundle's own record (so a soup of soups keeps its history)."""
     metrics, bundle = path / "training_metrics.json", path / "bundle.json"
     if metrics.is_file():
         recorded = json.loads(metrics.read_text())
-        return {"model": path.name, "training": recorded["config"], "valid_macro_f1": round(recorded["best_macro_f1"], 4)}
+        return {"model": path.name, "training": recorded["config"],
+                **({"data": recorded["data"]} if "data" in recorded else {}),
+                "valid_macro_f1": round(recorded["best_macro_f1"], 4)}
     if bundle.is_file():
         recorded = json.loads(bundle.read_text())
         return {"model": path.name, **{key: recorded[key] for key in _PROVENANCE if key in recorded}}
     return {"model": path.name}
 
 
-_PROVENANCE = ("training", "averaged_from", "valid_macro_f1")
+_PROVENANCE = ("training", "data", "averaged_from", "valid_macro_f1")

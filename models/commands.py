@@ -178,13 +178,17 @@ def train(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.keep_start and not args.init_from:
         raise UsageError("--keep-start needs --init-from (the model whose predictions to keep)")
+    from models.data import file_record
+
     train_data, valid_data = _read_csv(args.train, args), _read_csv(args.valid, args)
+    data = [file_record("train", args.train, len(train_data)), file_record("valid", args.valid, len(valid_data))]
     anchored_rows = len(train_data) if args.keep_start else 0
     if args.extra_train:
         extra = _read_csv(args.extra_train, argparse.Namespace(
             label_map=None, text_column=args.extra_text_column, label_column=args.extra_label_column))
         log.info("adding %d rows %s from %s", len(extra), extra.counts(), args.extra_train)
         train_data = train_data.plus(extra)
+        data.insert(1, file_record("extra_train", args.extra_train, len(extra)))
 
     import torch
 
@@ -211,7 +215,8 @@ def train(argv: list[str]) -> int:
     try:
         result = run_training(train_data, valid_data, Path(args.out), cfg,
                               bundle_dir=Path(args.bundle_out) if args.bundle_out else None,
-                              bundle_name=args.bundle_name, progress=True, anchored_rows=anchored_rows)
+                              bundle_name=args.bundle_name, progress=True, anchored_rows=anchored_rows,
+                              data=data)
     except ModelLoadError as exc:  # --init-from that cannot be continued
         raise UsageError(str(exc)) from exc
     best = f"epoch {result.best_epoch}" if result.best_epoch else f"mean of the last {args.average_last} epochs"

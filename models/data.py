@@ -6,6 +6,7 @@ same way it was trained on (URLs become one token, @mentions one token, cashtags
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,13 @@ def load_labelled_csv(
         if missing:
             raise ValueError(f"{path}: missing column(s) {sorted(missing)} (found {reader.fieldnames})")
         return _labelled(reader, path, label_map, text_column, label_column)
+
+
+def file_record(role: str, path: str | Path, rows: int) -> dict[str, object]:
+    """What a model was trained or validated on, for its record: the path as given, the rows
+    read and the file's sha256, so the exact file can be checked later."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"role": role, "path": str(path), "rows": rows, "sha256": digest}
 
 
 def read_column(path: str | Path, column: str) -> list[str]:

@@ -106,11 +106,12 @@ def scores(gold: Sequence[int], predicted: Sequence[int]) -> tuple[float, float,
 
 def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg: TrainConfig,
           bundle_dir: Path | None = None, bundle_name: str = "tickerpulse-minilm-ft",
-          progress: bool = True, anchored_rows: int = 0) -> TrainResult:
+          progress: bool = True, anchored_rows: int = 0, data: list[dict] | None = None) -> TrainResult:
     """Fine-tune from the packaged backbone; the best epoch is saved to ``out_dir`` (a standard
     HF checkpoint) and, when ``bundle_dir`` is given, exported as a delta bundle. With
     ``cfg.keep_start``, the first ``anchored_rows`` rows also learn the starting model's
-    probabilities, so new rows can teach new cases without the old ones being forgotten."""
+    probabilities, so new rows can teach new cases without the old ones being forgotten.
+    ``data`` (``models.data.file_record`` of each file) is recorded beside the settings."""
     if cfg.keep_start and (cfg.init_from is None or not 0 < anchored_rows <= len(train_data)):
         raise ValueError("keep_start needs init_from and 1..len(train_data) anchored rows")
     _seed(cfg.seed)
@@ -138,7 +139,7 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
             if bundle_dir is not None:
                 export_bundle(model, bundle_dir, bundle_name, cfg.max_length, exported_keys,
                               extra={"valid_macro_f1": round(f1, 4), "best_epoch": epoch or "average",
-                                     "training": asdict(cfg)})
+                                     "training": asdict(cfg), **({"data": data} if data else {})})
 
     for epoch in range(1, cfg.epochs + 1):
         started = time.monotonic()
@@ -178,7 +179,8 @@ def train(train_data: LabelledData, valid_data: LabelledData, out_dir: Path, cfg
     if bundle_dir is not None:
         record_int8_check(bundle_dir, valid_data)
     (out_dir / "training_metrics.json").write_text(json.dumps(
-        {"config": asdict(cfg), "best_epoch": result.best_epoch, "best_macro_f1": result.best_macro_f1,
+        {"config": asdict(cfg), **({"data": data} if data else {}),
+         "best_epoch": result.best_epoch, "best_macro_f1": result.best_macro_f1,
          "history": [asdict(h) for h in result.history],
          "averaged": asdict(result.averaged) if result.averaged else None}, indent=2) + "\n")
     return result

@@ -214,6 +214,39 @@ def test_keep_start_without_init_from_exits_2_with_one_line(capsys):
     assert len(err) == 1 and "--keep-start needs --init-from" in err[0]
 
 
+def test_a_bundle_records_the_files_it_was_trained_on_and_a_soup_keeps_them(tmp_path, small_data):
+    import hashlib
+
+    from pipeline.cli import main
+
+    train_rows, valid_rows = small_data
+    files = {}
+    for role, texts, labels in (("train", train_rows.texts[:120], train_rows.labels[:120]),
+                                ("extra_train", train_rows.texts[120:160], train_rows.labels[120:160]),
+                                ("valid", valid_rows.texts, valid_rows.labels)):
+        files[role] = tmp_path / f"{role}.csv"
+        with open(files[role], "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["text", "label"])
+            writer.writerows((text, LABELS[label]) for text, label in zip(texts, labels))
+    common = ["--valid", str(files["valid"]), "--epochs", "1", "--batch-size", "16", "--max-length", "32",
+              "--trainable-layers", "1", "--seed", "3", "--threads", "2"]
+    for run in ("a", "b"):
+        assert main(["train", "--train", str(files["train"]), "--extra-train", str(files["extra_train"]), *common,
+                     "--data-seed", "1" if run == "a" else "2", "--out", str(tmp_path / run),
+                     "--bundle-out", str(tmp_path / f"{run}_bundle")]) == 0
+    expected = [{"role": role, "path": str(files[role]), "rows": rows,
+                 "sha256": hashlib.sha256(files[role].read_bytes()).hexdigest()}
+                for role, rows in (("train", 120), ("extra_train", 40), ("valid", len(valid_rows.texts)))]
+    assert json.loads((tmp_path / "a_bundle" / "bundle.json").read_text())["data"] == expected
+    assert json.loads((tmp_path / "a" / "training_metrics.json").read_text())["data"] == expected
+
+    assert main(["average", "--models", str(tmp_path / "a"), str(tmp_path / "b_bundle"),
+                 "--out", str(tmp_path / "soup"), "--bundle-out", str(tmp_path / "soup_bundle")]) == 0
+    soup = json.loads((tmp_path / "soup_bundle" / "bundle.json").read_text())
+    assert [ingredient["data"] for ingredient in soup["averaged_from"]] == [expected, expected]
+
+
 def test_training_is_reproducible_with_a_seed(tmp_path, small_data):
     train_rows, valid_rows = _rows(small_data[0], 64), _rows(small_data[1], 16)
     cfg = TrainConfig(epochs=1, batch_size=16, trainable_layers=1, max_length=24, seed=5)
