@@ -23,6 +23,12 @@ from models.training import evaluate, exact_mean, record_int8_check
 log = logging.getLogger(__name__)
 
 
+def check_mix(mix: Sequence[float] | None, models: int) -> None:
+    """A mix is one positive weight per model (None: equal weights); ValueError otherwise."""
+    if mix is not None and (len(mix) != models or min(mix) <= 0):
+        raise ValueError(f"need one positive weight per model, got {list(mix)} for {models} models")
+
+
 def average_weights(classifiers: Sequence[LoadedClassifier],
                     mix: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
     """The (weighted) mean of each floating-point weight; refuses models that differ in shape or
@@ -30,8 +36,7 @@ def average_weights(classifiers: Sequence[LoadedClassifier],
     continuation at a chosen point of the line between them (WiSE-FT, Wortsman et al. 2022)."""
     if len(classifiers) < 2:
         raise ValueError("averaging needs at least two models")
-    if mix is not None and (len(mix) != len(classifiers) or min(mix) <= 0):
-        raise ValueError(f"need one positive weight per model, got {list(mix)} for {len(classifiers)} models")
+    check_mix(mix, len(classifiers))
     first = classifiers[0]
     states = [c.model.state_dict() for c in classifiers]
     for classifier, state in zip(classifiers[1:], states[1:]):

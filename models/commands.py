@@ -239,14 +239,14 @@ def average(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         raise UsageError("--models needs at least two model directories")
-    if args.weights is not None and (len(args.weights) != len(args.models) or min(args.weights) <= 0):
-        raise UsageError(f"--weights needs one positive weight per model, got {len(args.weights)} "
-                         f"for {len(args.models)} models" + ("" if len(args.weights) != len(args.models)
-                                                             else f" ({' '.join(map(str, args.weights))})"))
-    valid_data = _read_csv(args.valid, args) if args.valid else None
-
-    from models.averaging import average_models
+    from models.averaging import average_models, check_mix
     from models.classifier import ModelLoadError
+
+    try:
+        check_mix(args.weights, len(args.models))
+    except ValueError as exc:
+        raise UsageError(f"--weights: {exc}") from exc
+    valid_data = _read_csv(args.valid, args) if args.valid else None
 
     try:
         f1 = average_models([Path(m) for m in args.models], Path(args.out),
