@@ -67,7 +67,7 @@ class Item:
         unknown = changes.keys() - _ITEM_FIELDS
         if unknown:
             raise TypeError(f"Item has no field(s) {', '.join(sorted(unknown))}")
-        copy = object.__new__(Item)
+        copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__)
         copy.__dict__.update(changes)
         return copy
