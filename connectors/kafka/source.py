@@ -285,7 +285,9 @@ class ReadPartition(beam.DoFn, RestrictionProvider):
         directory's consumer is closed before returning; its counts stay cached for the next
         slot (``discovery_interval_s``)."""
         topic, number = partition[0], int(partition[1])
-        directory = self.__dict__.setdefault("_slot_directory", PartitionDirectory(self.config))
+        directory = self.__dict__.get("_slot_directory")
+        if directory is None:
+            directory = self.__dict__["_slot_directory"] = PartitionDirectory(self.config)
         control = self._session().control
         try:
             # Until the broker answered, "no such partition" cannot be told from "no broker".
