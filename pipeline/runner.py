@@ -57,6 +57,7 @@ def _stop_state_sampling_promptly() -> None:
     GIL (docs/performance.md, "The idle wait at each bundle's end").
     """
     from apache_beam.runners.worker import statesampler
+    from apache_beam.utils.counters import CounterFactory
 
     if getattr(statesampler.StateSampler, "prompt_stop", False):
         return
@@ -64,7 +65,8 @@ def _stop_state_sampling_promptly() -> None:
     class PromptStateSampler(statesampler.StateSampler):
         prompt_stop = True
 
-        def __init__(self, prefix, counter_factory, sampling_period_ms: int = STATE_SAMPLING_PERIOD_MS) -> None:
+        def __init__(self, prefix: str, counter_factory: CounterFactory,
+                     sampling_period_ms: int = STATE_SAMPLING_PERIOD_MS) -> None:
             super().__init__(prefix, counter_factory, sampling_period_ms)
 
     statesampler.StateSampler = PromptStateSampler
