@@ -51,8 +51,8 @@ def _stop_state_sampling_promptly() -> None:
     Each bundle starts a state-sampler thread (Beam's per-step processing-time counters) that
     sleeps between samples, its sleep growing from 2 ms to 200 ms over the first second; the
     bundle then ends by joining it, so a bundle longer than a second waits ~100 ms on average,
-    doing nothing. A streaming bundle of 500 records takes about a second of inference on 2
-    cores, so that wait was ~0.2 ms a record: in an 8,000-record catch-up, 1.61 of 19.8 s. With
+    doing nothing. A streaming bundle of 500 records lasted ~1.2 s on a 2-core AMD EPYC, so that
+    wait was ~0.2 ms a record: in an 8,000-record catch-up, 1.61 of 19.8 s. With
     a 5 ms ceiling the join waits at most 5 ms; the thread wakes ~200 times a second, without the
     GIL (docs/performance.md, "The idle wait at each bundle's end").
     """
