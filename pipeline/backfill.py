@@ -22,7 +22,7 @@ from kafka.errors import KafkaError
 
 from connectors.duckdb.sink import DuckDBSink, WriteToDuckDB
 from connectors.files.parquet_sink import WriteParquetTables
-from connectors.files.readers import count_records, file_format
+from connectors.files.readers import file_format
 from connectors.kafka.range import PartitionRange, parse_bound, resolve_ranges
 from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
@@ -33,7 +33,7 @@ from pipeline.runner import make_pipeline
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
 from pipeline.transforms import (Aggregate, DropDuplicateIds, Novelty, ReadFiles, ReadKafkaRange,
-                                 ReportProgress, committed_counters)
+                                 ReportProgress, committed_counters, count_file)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -104,7 +104,8 @@ def plan(args: argparse.Namespace) -> Plan:
     links = linking(args)
     paths = expand_inputs(args.input or [])
     ranges = kafka_ranges(args) if args.topics else []
-    expected = sum(_count(path) for path in paths) + sum(r.size for r in ranges)
+    counts = [count_file(path) for path in paths] + [r.size for r in ranges]
+    expected = None if None in counts else sum(counts)  # a file that cannot be counted: no ETA
     return Plan(paths, ranges, expected, links, aggregation)
 
 
@@ -131,11 +132,6 @@ def kafka_ranges(args: argparse.Namespace) -> list[PartitionRange]:
         raise UsageError(str(exc)) from None
     except KafkaError as exc:
         raise UsageError(f"cannot read Kafka at {args.kafka_bootstrap}: {exc}") from None
-
-
-def _count(path: str) -> int:
-    with FileSystems.open(path) as stream:
-        return count_records(stream, path)
 
 
 class BatchMode:

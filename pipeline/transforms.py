@@ -5,9 +5,12 @@ Every step that can refuse a record emits a ``DeadLetter`` on the tagged output 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -18,7 +21,7 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.utils.shared import Shared
 
-from connectors.files.readers import file_format, read_records
+from connectors.files.readers import count_records, file_format, read_records
 from connectors.kafka.range import PartitionRange, read_range
 from connectors.records import DeadLetter, Item, RawRecord
 from models.aggregation import AggregationConfig, RelevanceConfig, aggregate_tickers, relevance
@@ -42,18 +45,40 @@ def committed_counters(result: PipelineResult) -> dict[str, int]:
     return counts
 
 
+# What a damaged .gz raises while it is read: the reader's dead letter, the counter's unknown total.
+DECOMPRESS_ERRORS = (zlib.error, EOFError, gzip.BadGzipFile)
+
+
+@contextmanager
+def _open_input(path: str) -> Iterator[BinaryIO]:
+    """The file's bytes, decompressed when its name ends in ``.gz``. Parquet needs random access,
+    so a gzipped Parquet file is decompressed into memory first."""
+    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
+        if file_format(path) == ".parquet" and path.lower().endswith(".gz"):
+            yield io.BytesIO(stream.read())
+        else:
+            yield stream
+
+
 def _read_file(path: str) -> Iterator[RawRecord]:
     """The file's records; a compressed file that does not decompress ends in one refused record
     holding its compressed bytes (records read before the damage are kept)."""
-    # Parquet needs random access; the line formats may be compressed (.gz) and are streamed.
-    seekable = file_format(path) == ".parquet"
-    compression = CompressionTypes.UNCOMPRESSED if seekable else CompressionTypes.AUTO
     try:
-        with FileSystems.open(path, compression_type=compression) as stream:
+        with _open_input(path) as stream:
             yield from read_records(stream, path)
-    except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
+    except DECOMPRESS_ERRORS as exc:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
             yield RawRecord(raw=raw.read(), location=path, refused=f"cannot decompress: {exc}")
+
+
+def count_file(path: str) -> int | None:
+    """``count_records`` of the file as ``_read_file`` opens it; None when it cannot be counted
+    (the read then turns the damage into a dead letter)."""
+    try:
+        with _open_input(path) as stream:
+            return count_records(stream, path)
+    except DECOMPRESS_ERRORS:
+        return None
 
 
 class ReadFiles(beam.PTransform):

@@ -181,13 +181,18 @@ def read_parquet(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
                         refused=f"not Parquet{after}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
 
-def count_records(stream: BinaryIO, path: str) -> int:
-    """A fast estimate of the number of records (for the progress ETA), without parsing."""
+def count_records(stream: BinaryIO, path: str) -> int | None:
+    """A fast estimate of the number of records (for the progress ETA), without parsing; None for
+    a Parquet file pyarrow cannot open (reading it gives the dead letter)."""
     fmt = file_format(path)
     if fmt == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(stream).metadata.num_rows
+        try:
+            return pq.ParquetFile(stream).metadata.num_rows
+        except (pa.ArrowException, OSError):
+            return None
     lines = sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
     return max(lines - 1, 0) if fmt == ".csv" else lines
 

@@ -123,6 +123,11 @@ def test_a_file_that_is_not_parquet_is_one_refused_record(tmp_path):
     assert dead.reason.startswith("not Parquet") and dead.raw == b"PAR1 not really"
 
 
+@pytest.mark.parametrize("data", [b"PAR1 not really", b""])
+def test_a_parquet_file_pyarrow_cannot_open_has_no_count(data):
+    assert count_records(io.BytesIO(data), "in.parquet") is None
+
+
 _FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _JSONISH = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text()

@@ -217,3 +217,33 @@ def test_a_run_that_stores_only_dead_letters_warns_and_exits_3(tmp_path, capsys)
     assert "scored 0, dead-lettered 2" in captured.out
     assert "warning: all 2 records were dead-lettered, none stored" in captured.err
     assert snapshot(db)["dead_letters"] and not snapshot(db)["items"]
+
+
+def test_damaged_files_are_dead_letters_and_the_other_files_are_stored(corpus, tmp_path, capsys):
+    import gzip
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    compressed = bytearray(gzip.compress(corpus.read_bytes()))
+    compressed[20:70] = b"\x00" * 50
+    (tmp_path / "corrupt.jsonl.gz").write_bytes(bytes(compressed))
+    (tmp_path / "notgz.jsonl.gz").write_bytes(b"plain text\n")
+    (tmp_path / "not.parquet").write_bytes(b"not parquet")
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    table = io.BytesIO()
+    pq.write_table(pa.table({"id": ["z1"], "text": ["$NVDA guidance disappoints"], "published_at": [T0]}), table)
+    (tmp_path / "p.parquet.gz").write_bytes(gzip.compress(table.getvalue()))
+    damaged = ["corrupt.jsonl.gz", "notgz.jsonl.gz", "not.parquet", "empty.parquet"]
+    db = str(tmp_path / "x.duckdb")
+    assert backfill.run(["--db", db, "--input", str(corpus), "--input", str(tmp_path / "p.parquet.gz"),
+                         *[a for name in damaged for a in ("--input", str(tmp_path / name))]]) == 0
+    assert "read 19, scored 8, dead-lettered 10, duplicates 1" in capsys.readouterr().out
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM items WHERE id = 'z1'").fetchone() == (1,)
+        reasons = dict(con.execute("SELECT source_location, reason FROM dead_letters").fetchall())
+    assert reasons[str(tmp_path / "corrupt.jsonl.gz")].startswith("cannot decompress")
+    assert reasons[str(tmp_path / "notgz.jsonl.gz")].startswith("cannot decompress")
+    assert reasons[f"{tmp_path}/not.parquet:#1"].startswith("not Parquet")
+    assert reasons[f"{tmp_path}/empty.parquet:#1"].startswith("not Parquet")
