@@ -15,9 +15,12 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import date, datetime
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from connectors.records import RawRecord
+
+if TYPE_CHECKING:  # pyarrow is imported only when a Parquet file is read
+    import pyarrow as pa
 
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 _TICKER_SEPARATORS = re.compile(r"[\s,;|]+")
@@ -170,15 +173,44 @@ def read_parquet(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
     try:
         source = pq.ParquetFile(stream)
         for batch in source.iter_batches(batch_size=8192):
-            for record in batch.to_pylist():
+            for record, unconvertible in _batch_rows(batch):
                 row += 1
                 present = {key: value for key, value in record.items() if value is not None}
-                yield RawRecord(raw=_to_json_bytes(present), location=f"{path}:#{row}")
+                yield RawRecord(raw=_to_json_bytes(present), location=f"{path}:#{row}", refused=unconvertible)
     except (pa.ArrowException, OSError) as exc:
         stream.seek(0)
         after = f" after row {row}" if row else ""
         yield RawRecord(raw=stream.read(), location=f"{path}:#{row + 1}",
                         refused=f"not Parquet{after}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+
+def _batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, object], str | None]]:
+    """The batch's rows as dicts. A row holding a value Python cannot represent (a timestamp with
+    a sub-microsecond part, a date past year 9999) comes with the reason to refuse it, and such a
+    cell holds the value as Arrow prints it."""
+    import pyarrow as pa
+
+    try:
+        records = batch.to_pylist()
+    except (ValueError, OverflowError):  # pyarrow raises these, not ArrowException
+        records = None
+    if records is not None:
+        yield from ((record, None) for record in records)
+        return
+    for i in range(batch.num_rows):
+        record: dict[str, object] = {}
+        problems = []
+        for name, column in zip(batch.schema.names, batch.columns):
+            cell = column.slice(i, 1)
+            try:
+                record[name] = cell.to_pylist()[0]
+            except (ValueError, OverflowError) as exc:
+                try:
+                    record[name] = cell.cast(pa.string()).to_pylist()[0]
+                except pa.ArrowException:
+                    record[name] = f"<{cell.type}>"
+                problems.append(f"{name}: {str(exc).split('. ')[0]}")
+        yield record, (f"not convertible: {'; '.join(problems)}" if problems else None)
 
 
 def count_records(stream: BinaryIO, path: str) -> int | None:

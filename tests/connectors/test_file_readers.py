@@ -123,6 +123,18 @@ def test_a_file_that_is_not_parquet_is_one_refused_record(tmp_path):
     assert dead.reason.startswith("not Parquet") and dead.raw == b"PAR1 not really"
 
 
+def test_parquet_values_python_cannot_hold_refuse_their_rows(tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ["n1", "n2", "f1"], "text": ["$AAPL up"] * 3,
+                             "published_at": pa.array([1714989600123456789, 1714989600000000000, None], pa.timestamp("ns")),
+                             "us": pa.array([None, None, 2**62], pa.timestamp("us"))}), path)
+    sub_us, whole_us, far = [parse_record(r) for r in read(path)]
+    assert sub_us.stage == "read" and sub_us.reason.startswith("not convertible: published_at: Nanosecond resolution")
+    assert json.loads(sub_us.raw)["published_at"] == "2024-05-06 10:00:00.123456789" and sub_us.location == f"{path}:#1"
+    assert isinstance(whole_us, Item)
+    assert far.reason == "not convertible: us: date value out of range" and far.location == f"{path}:#3"
+
+
 @pytest.mark.parametrize("data", [b"PAR1 not really", b""])
 def test_a_parquet_file_pyarrow_cannot_open_has_no_count(data):
     assert count_records(io.BytesIO(data), "in.parquet") is None
