@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from connectors.records import DeadLetter, Item, RawRecord
 from pipeline.parse import MAX_RECORD_BYTES, MAX_TEXT_CHARS, normalise_text, parse_record, text_key
+from pipeline.tickers import MAX_TICKERS
 
 NOW = datetime(2024, 6, 1, tzinfo=timezone.utc)
 
@@ -31,6 +32,13 @@ def test_full_record():
     assert item.id == "n1" and item.source == "news" and item.tickers == ("AAPL", "MSFT")
     assert item.ts == datetime(2024, 5, 1, 13, 30, tzinfo=timezone.utc)
     assert (item.url, item.author, item.lang) == ("http://x", "a", "en")
+
+
+def test_tickers_beyond_the_cap_are_dropped_after_deduplication():
+    record = {"id": "t1", "text": "x", "published_at": 1714550400000}
+    assert parse({**record, "tickers": ["AAPL"] * 65 + ["$msft"]}).tickers == ("AAPL", "MSFT")
+    many = [f"T{i}" for i in range(70)]
+    assert parse({**record, "tickers": many}).tickers == tuple(many[:MAX_TICKERS])
 
 
 def test_epoch_milliseconds_naive_iso_and_digit_strings():
