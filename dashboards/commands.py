@@ -18,6 +18,7 @@ from typing import TextIO
 import duckdb
 
 from connectors.duckdb.sandbox import Refused, lock_down, single_statement
+from connectors.duckdb.schema import not_a_database_file
 from connectors.duckdb.snapshot import ReadConnection, open_for_read
 from dashboards.sql import install_trend_sql, trend_series
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
@@ -34,6 +35,9 @@ def _add_db(parser) -> None:
 
 
 def _open(db: str) -> ReadConnection:
+    problem = not_a_database_file(db)
+    if problem:
+        raise UsageError(f"--db {db!r}: {problem}")
     try:
         reader = open_for_read(db)
     except FileNotFoundError as exc:

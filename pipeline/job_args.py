@@ -8,6 +8,8 @@ import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from connectors.duckdb.schema import not_a_database_file
+
 from models.aggregation import AggregationConfig
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
 from models.precision import add_precision_args, resolve_precision
@@ -71,9 +73,9 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 
 
 def check_db_path(db: str) -> None:
-    """A --db whose directory does not exist, or that this process may not write, is a bad
-    argument, not a DuckDB traceback. The directory must be writable too: DuckDB keeps its
-    write-ahead log beside the file."""
+    """A --db whose directory does not exist, that this process may not write, or that is not a
+    DuckDB file (``not_a_database_file``) is a bad argument, not a DuckDB traceback or a run whose
+    rows vanish. The directory must be writable too: DuckDB keeps its write-ahead log beside the file."""
     directory = os.path.dirname(os.path.abspath(db))
     if not os.path.isdir(directory):
         raise UsageError(f"--db {db}: directory {directory} does not exist")
@@ -83,6 +85,9 @@ def check_db_path(db: str) -> None:
         raise UsageError(f"--db {db}: directory {directory} is not writable")
     if os.path.exists(db) and not os.access(db, os.R_OK | os.W_OK):
         raise UsageError(f"--db {db}: the file is not writable")
+    problem = not_a_database_file(db)
+    if problem:
+        raise UsageError(f"--db {db!r}: {problem}")
 
 
 # One item can make its ticker emit a point per cadence step across a horizon (a jump in event

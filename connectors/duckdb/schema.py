@@ -8,12 +8,28 @@ CONFLICT DO NOTHING`` / ``DO UPDATE``).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
 SCHEMA_VERSION = 2  # 2: item_tickers.link
+
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+
+
+def not_a_database_file(path: str) -> str | None:
+    """Why ``path`` cannot be a TickerPulse database, or None. DuckDB takes ``''`` and
+    ``:memory:`` as an in-memory database, and opens an existing CSV, JSON or Parquet file as an
+    in-memory database with a view over it: every row written there would be lost."""
+    if not path or path.startswith(":memory:"):
+        return "name a DuckDB file (an in-memory database keeps nothing)"
+    if os.path.isfile(path):
+        with open(path, "rb") as stream:
+            if stream.read(12)[8:12] != _DUCKDB_MAGIC:
+                return "the file exists and is not a DuckDB database"
+    return None
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ SENTIMENT_KEY = TABLES["ticker_sentiment"].key
 
 class StoreFault(Exception):
     """The DuckDB file can no longer be trusted with writes: removed or replaced since the sink
-    opened it, or a write to it failed. ``str()`` is one line for the user."""
+    opened it, a write to it failed, or it is not a DuckDB file at all. ``str()`` is one line
+    for the user."""
 
 
 # What a failing disk or file raises: DuckDB's I/O errors, a commit it could not write (its WAL
@@ -62,16 +63,23 @@ def memory_limit(text: str) -> str:
 
 
 def _connect_writer(db_path: str, config: dict[str, str], wait_s: float = 10.0) -> duckdb.DuckDBPyConnection:
-    """Open the file for writing; a reader that holds it for one query is waited out, not fatal."""
+    """Open the file for writing; a reader that holds it for one query is waited out, not fatal.
+    A connection DuckDB opened in memory (``:memory:``, or a CSV/JSON/Parquet file given as the
+    database) is refused with ``StoreFault``: nothing written to it would be kept."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return duckdb.connect(db_path, config=config)
+            con = duckdb.connect(db_path, config=config)
+            break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise
             log.info("waiting for a reader to release %s", db_path)
             time.sleep(0.2)
+    if con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0] is None:
+        con.close()
+        raise StoreFault(f"{db_path} is not a DuckDB file: DuckDB opened it as an in-memory database")
+    return con
 
 
 def last_version_per_point(table: pa.Table) -> pa.Table:

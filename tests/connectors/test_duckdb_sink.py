@@ -345,3 +345,13 @@ def test_inserts_name_their_columns_so_a_table_in_another_column_order_still_loa
         sink.write([scored("a", ("AAPL", "MSFT"))])
         assert sink.con.execute("SELECT item_id, ticker, link FROM item_tickers ORDER BY ticker").fetchall() == [
             ("a", "AAPL", "field"), ("a", "MSFT", "field")]
+
+
+def test_a_file_duckdb_opens_in_memory_is_refused(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(StoreFault, match="not a DuckDB file"):
+        DuckDBSink(str(path))
+    with pytest.raises(StoreFault, match="in-memory"):
+        DuckDBSink(":memory:")
+    assert path.read_text() == "a,b\n1,2\n"

@@ -56,6 +56,11 @@ def test_query_refuses_bad_sql_writes_and_missing_files_with_exit_2(trend_db, tm
     assert "read-only" in capsys.readouterr().err
     assert main(["query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1"]) == 2
     assert "no such database" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    for db in (str(tmp_path / "notes.txt"), ":memory:", ""):
+        assert main(["query", "--db", db, "SELECT 1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"tickerpulse query: error: --db {db!r}: ") and "\n" not in err
     with pytest.raises(SystemExit) as exit_:
         main(["query", "--db", trend_db, "SELECT 1", "--format", "xml"])
     assert exit_.value.code == 2

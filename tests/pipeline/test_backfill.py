@@ -185,6 +185,20 @@ def test_a_db_in_a_missing_directory_is_one_line(corpus, tmp_path, capsys):
     assert err == f"tickerpulse backfill: error: --db {tmp_path}/no/such/x.duckdb: directory {tmp_path}/no/such does not exist"
 
 
+@pytest.mark.parametrize("name, problem", [
+    ("target.csv", "the file exists and is not a DuckDB database"),
+    ("in.jsonl", "the file exists and is not a DuckDB database"),
+    (":memory:", "name a DuckDB file (an in-memory database keeps nothing)"),
+    ("", "name a DuckDB file (an in-memory database keeps nothing)"),
+])
+def test_a_db_that_is_not_a_duckdb_file_is_one_line(corpus, tmp_path, capsys, name, problem):
+    (tmp_path / "target.csv").write_text("a,b\n1,2\n")
+    db = str(tmp_path / name) if name.endswith(("csv", "jsonl")) else name
+    assert main(["backfill", "--input", str(corpus), "--db", db]) == 2
+    assert capsys.readouterr().err.strip() == f"tickerpulse backfill: error: --db {db!r}: {problem}"
+    assert (tmp_path / "target.csv").read_text() == "a,b\n1,2\n"
+
+
 @pytest.mark.parametrize("variable, value, message", [
     ("TICKERPULSE_BATCH_SIZE", "abc", "TICKERPULSE_BATCH_SIZE='abc'"),
     ("TICKERPULSE_TOP_K", "five", "TICKERPULSE_TOP_K='five'"),

@@ -321,6 +321,14 @@ def test_a_db_in_a_missing_directory_is_one_line(tmp_path, capsys):
                                                f"directory {tmp_path}/no does not exist")
 
 
+def test_a_db_that_is_not_a_duckdb_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "in.csv").write_text("id,text\n")
+    for db, problem in ((str(tmp_path / "in.csv"), "the file exists and is not a DuckDB database"),
+                        (":memory:", "name a DuckDB file")):
+        assert main(["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", db]) == 2
+        assert capsys.readouterr().err.strip().startswith(f"tickerpulse stream: error: --db {db!r}: {problem}")
+
+
 def test_poison_records_are_dead_letters_and_the_stream_goes_on(kafka_broker, tmp_path, capsys):
     """A 5,000-digit integer once stopped the stream at the same offset on every restart."""
     bootstrap = kafka_broker.bootstrap_servers
