@@ -108,12 +108,15 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
 
     Bytes that are not UTF-8 survive as surrogate escapes and are written back unchanged, so the
     parser refuses the row as non-UTF-8 and the dead letter holds the original bytes. A row the
-    csv module cannot split (a cell over its 128 KiB limit) is refused with its original lines.
+    csv module cannot split (a cell over its 128 KiB limit, text after a closing quote, a quote
+    never closed) is refused with its original lines; after an unclosed quote that is the rest
+    of the file.
     """
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
     # Line by line: codecs' StreamReader takes quadratic time on one long line.
     lines = _KeptLines(decoder.decode(line) for line in iter(stream.readline, b""))
-    reader = csv.DictReader(lines)
+    # Strict: a quote left open would otherwise swallow every later row into one cell, silently.
+    reader = csv.DictReader(lines, strict=True)
     try:
         reader.fieldnames
     except csv.Error as exc:
@@ -127,7 +130,8 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield RawRecord(raw=lines.take(), location=f"{path}:{row_start}", refused=f"not CSV: {exc}")
+            reason = _UNCLOSED_QUOTE if str(exc) == "unexpected end of data" else f"not CSV: {exc}"
+            yield RawRecord(raw=lines.take(), location=f"{path}:{row_start}", refused=reason)
             row_start = lines.consumed + 1
             continue
         lines.take()
@@ -139,6 +143,9 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
         if record:
             yield RawRecord(raw=_to_json_bytes(record), location=f"{path}:{row_start}")
         row_start = lines.consumed + 1
+
+
+_UNCLOSED_QUOTE = "not CSV: a quoted cell is still open at the end of the file"
 
 
 class _KeptLines:

@@ -115,6 +115,27 @@ def test_csv_cell_over_the_csv_limit_is_refused_and_the_next_row_read(tmp_path):
     assert parse_record(huge_row).reason == "published_at out of range: 5000 digits (epoch milliseconds)"
 
 
+def test_csv_quote_never_closed_is_refused_with_the_rest_of_the_file(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,text,published_at\n"
+                     b"c0,$MSFT before,2024-05-06T09:59:00Z\n"
+                     b'c1,"$AAPL starts a quote,2024-05-06T10:00:00Z\n'
+                     b"c2,$MSFT second row,2024-05-06T10:01:00Z\n")
+    before, unclosed = read(path)
+    assert isinstance(parse_record(before), Item)
+    dead = parse_record(unclosed)
+    assert dead.reason == "not CSV: a quoted cell is still open at the end of the file"
+    assert unclosed.location == f"{path}:3" and dead.raw.startswith(b'c1,"$AAPL') and dead.raw.endswith(b"second row,2024-05-06T10:01:00Z\n")
+
+
+def test_csv_text_after_a_closing_quote_is_refused_not_merged(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b'id,text,published_at\nm5,"x"y,1714550400000\nm6,ok,1714550400000\n')
+    refused, good = read(path)
+    assert parse_record(refused).reason == "not CSV: ',' expected after '\"'" and refused.raw == b'm5,"x"y,1714550400000\n'
+    assert isinstance(parse_record(good), Item) and good.location == f"{path}:3"
+
+
 def test_a_file_that_is_not_parquet_is_one_refused_record(tmp_path):
     path = tmp_path / "in.parquet"
     path.write_bytes(b"PAR1 not really")
