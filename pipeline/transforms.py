@@ -51,13 +51,15 @@ DECOMPRESS_ERRORS = (zlib.error, EOFError, gzip.BadGzipFile)
 
 @contextmanager
 def _open_input(path: str) -> Iterator[BinaryIO]:
-    """The file's bytes, decompressed when its name ends in ``.gz``. Parquet needs random access,
-    so a gzipped Parquet file is decompressed into memory first."""
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
-        if file_format(path) == ".parquet" and path.lower().endswith(".gz"):
-            yield io.BytesIO(stream.read())
-        else:
-            yield stream
+    """The file's bytes, decompressed when its name ends in ``.gz``: by Python's gzip, which
+    raises EOFError on a file cut short (Beam's CompressedFile takes it as complete). Parquet
+    needs random access, so a gzipped Parquet file is decompressed into memory first."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        if not path.lower().endswith(".gz"):
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            yield io.BytesIO(stream.read()) if file_format(path) == ".parquet" else stream
 
 
 def _read_file(path: str) -> Iterator[RawRecord]:
@@ -67,8 +69,9 @@ def _read_file(path: str) -> Iterator[RawRecord]:
         with _open_input(path) as stream:
             yield from read_records(stream, path)
     except DECOMPRESS_ERRORS as exc:
+        reason = f"the file is truncated ({exc})" if isinstance(exc, EOFError) else str(exc)
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            yield RawRecord(raw=raw.read(), location=path, refused=f"cannot decompress: {exc}")
+            yield RawRecord(raw=raw.read(), location=path, refused=f"cannot decompress: {reason}")
 
 
 def count_file(path: str) -> int | None:

@@ -201,3 +201,19 @@ def test_a_damaged_gzip_keeps_the_records_before_the_damage_and_refuses_the_rest
     (tmp_path / "not.jsonl.gz").write_bytes(b"plain text, not gzip")
     (only,) = _read_file(str(tmp_path / "not.jsonl.gz"))
     assert only.refused.startswith("cannot decompress")
+
+
+def test_a_truncated_gzip_keeps_the_records_read_and_says_it_is_truncated(tmp_path):
+    import zlib
+
+    from pipeline.transforms import _read_file
+
+    line = b'{"id": "%d", "text": "x", "published_at": 1714550400000}\n'
+    compressor = zlib.compressobj(wbits=31)  # gzip framing
+    head = compressor.compress(b"".join(line % i for i in range(100))) + compressor.flush(zlib.Z_FULL_FLUSH)
+    compressor.compress(b"".join(line % i for i in range(100, 200)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(head)  # cut at a line boundary, before the end-of-stream marker
+    records = list(_read_file(str(path)))
+    assert len(records) == 101 and not any(r.refused for r in records[:100])
+    assert records[-1].refused.startswith("cannot decompress: the file is truncated") and records[-1].raw == head
