@@ -40,9 +40,12 @@ def read_records(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
 
 
 def read_json_lines(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
-    """One record per non-blank line; the bytes are kept exactly (a dead letter shows them)."""
+    """One record per non-blank line; the bytes are kept exactly (a dead letter shows them), less
+    a UTF-8 byte order mark at the start of the file."""
     for line_no, line in enumerate(iter(stream.readline, b""), 1):  # Beam's CompressedFile is not iterable
         line = line.rstrip(b"\r\n")
+        if line_no == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
         if line.strip():
             yield RawRecord(raw=line, location=f"{path}:{line_no}")
 
@@ -52,15 +55,20 @@ _JSON_DECODER = json.JSONDecoder()
 
 
 def read_json(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
-    """A JSON array of records (``path:#i``, each element's bytes as written), or JSON Lines
-    saved with a .json name.
+    """A JSON array of records (``path:#i``, each element's bytes as written), one JSON object
+    (pretty-printed or not; ``path:line`` of its start), or JSON Lines saved with a .json name.
+    A UTF-8 byte order mark at the start is dropped.
 
     Elements are split off one at a time: from the first element that is not valid JSON (or a
     missing comma), the rest of the file is one record, refused with the decoder's reason.
     """
-    data = stream.read()
+    data = stream.read().removeprefix(codecs.BOM_UTF8)
     if not data.lstrip().startswith(b"["):
-        yield from read_json_lines(io.BytesIO(data), path)
+        lone = _lone_value(data)
+        if lone is not None:
+            yield RawRecord(raw=lone[1], location=f"{path}:{lone[0]}")
+        else:
+            yield from read_json_lines(io.BytesIO(data), path)
         return
     try:
         text = data.decode("utf-8")
@@ -97,6 +105,19 @@ def read_json(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
         yield _refused_rest(text, pos, path, index + 1, "not JSON: the array is not closed")
     elif pos < len(text):
         yield _refused_rest(text, pos, path, index + 1, f"not JSON: extra data after the array (character {pos})")
+
+
+def _lone_value(data: bytes) -> tuple[int, bytes] | None:
+    """(line it starts on, bytes as written) when the whole file is one JSON value, else None."""
+    try:
+        text = data.decode("utf-8")
+        start = _JSON_SPACE.match(text).end()
+        _, end = _JSON_DECODER.raw_decode(text, start)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep, an int too long: not one value
+        return None
+    if _JSON_SPACE.match(text, end).end() < len(text):
+        return None
+    return text.count("\n", 0, start) + 1, text[start:end].encode("utf-8")
 
 
 def _refused_rest(text: str, start: int, path: str, index: int, reason: str) -> RawRecord:

@@ -61,6 +61,22 @@ def test_json_array_jsonl_and_broken_array(tmp_path):
     assert parse_record(broken).reason == "not JSON: the array is not closed"
 
 
+def test_json_with_a_bom_and_a_lone_pretty_printed_object(tmp_path):
+    (tmp_path / "a.json").write_bytes(b'\xef\xbb\xbf[\n {"id": "b1", "text": "x"},\n {"id": "b2", "text": "y"}\n]\n')
+    assert [(r.raw, r.location) for r in read(tmp_path / "a.json")] == [
+        (b'{"id": "b1", "text": "x"}', f"{tmp_path}/a.json:#1"), (b'{"id": "b2", "text": "y"}', f"{tmp_path}/a.json:#2")]
+    pretty = b'{\n  "id": "p1",\n  "text": "$AAPL up",\n  "published_at": 1714550400000\n}'
+    (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf\n" + pretty + b"\n")
+    (record,) = read(tmp_path / "b.json")
+    assert record.raw == pretty and record.location == f"{tmp_path}/b.json:2"
+    assert parse_record(record).id == "p1"
+
+
+def test_jsonl_drops_a_bom_at_the_start_only():
+    records = list(read_records(io.BytesIO(b'\xef\xbb\xbf{"text": "a"}\n\xef\xbb\xbf{"text": "b"}\n'), "x.jsonl"))
+    assert [r.raw for r in records] == [b'{"text": "a"}', b'\xef\xbb\xbf{"text": "b"}']
+
+
 def test_jsonl_keeps_exact_bytes():
     records = list(read_records(io.BytesIO(b'{"text": "a"}\r\n\xff\xfe\n'), "x.jsonl"))
     assert [r.raw for r in records] == [b'{"text": "a"}', b"\xff\xfe"]
