@@ -42,10 +42,16 @@ def _not_a_beam_import_notice(record: logging.LogRecord) -> bool:
     return not (record.name == "root" and str(record.msg).startswith(_BEAM_IMPORT_NOTICES))
 
 
-def _configure_logging(level: str) -> None:
-    """Our own modules (and the ``tickerpulse.progress`` lines) log at ``level``; libraries
-    (Beam, kafka-python) only from WARNING up, and Beam's import-time notice about optional
-    cloud clients not at all."""
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _configure_logging(setting: str) -> None:
+    """Our own modules (and the ``tickerpulse.progress`` lines) log at ``setting`` (a level name,
+    any case); libraries (Beam, kafka-python) only from WARNING up, and Beam's import-time notice
+    about optional cloud clients not at all."""
+    level = setting.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise UsageError(f"TICKERPULSE_LOG_LEVEL={setting!r}: use one of {', '.join(_LOG_LEVELS)}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().addFilter(_not_a_beam_import_notice)
     for package in ("pipeline", "models", "connectors", "dashboards", "tickerpulse", "__main__"):
@@ -54,7 +60,11 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _configure_logging(os.environ.get("TICKERPULSE_LOG_LEVEL", "INFO"))
+    try:
+        _configure_logging(os.environ.get("TICKERPULSE_LOG_LEVEL", "INFO"))
+    except UsageError as exc:
+        print(f"tickerpulse: error: {exc}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2

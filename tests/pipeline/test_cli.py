@@ -20,3 +20,23 @@ def test_backfill_shows_progress_lines_and_no_beam_import_notice(tmp_path):
     assert "tickerpulse.progress: read: " in run.stderr and "tickerpulse.progress: scored: " in run.stderr
     assert "apitools" not in run.stderr
     assert "read 40, scored 40" in run.stdout
+
+
+def test_the_log_level_takes_any_case_and_a_bad_one_is_one_line(tmp_path, monkeypatch, capsys):
+    import logging
+
+    from pipeline.cli import main
+
+    monkeypatch.setenv("TICKERPULSE_LOG_LEVEL", "debug")
+    before = logging.getLogger("pipeline").level
+    try:
+        assert main(["query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1"]) == 2  # past the logging set-up
+        assert logging.getLogger("pipeline").level == logging.DEBUG
+    finally:
+        for package in ("pipeline", "models", "connectors", "dashboards", "tickerpulse", "__main__"):
+            logging.getLogger(package).setLevel(before)
+    capsys.readouterr()
+    monkeypatch.setenv("TICKERPULSE_LOG_LEVEL", "bogus")
+    assert main(["query", "--db", str(tmp_path / "none.duckdb"), "SELECT 1"]) == 2
+    assert capsys.readouterr().err == ("tickerpulse: error: TICKERPULSE_LOG_LEVEL='bogus': "
+                                       "use one of DEBUG, INFO, WARNING, ERROR, CRITICAL\n")
