@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -110,12 +111,21 @@ def plan(args: argparse.Namespace) -> Plan:
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
+    """The files the --input patterns match, in order, each once; a pattern no file system here
+    can list (``gs://`` without apache-beam[gcp], ``s3://`` without boto3) or that matches
+    nothing, a directory or a name of no known format is a UsageError."""
     paths: list[str] = []
     for pattern in patterns:
-        matched = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        try:
+            matched = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        except (ValueError, OSError) as exc:  # Beam: no such file system / its client is missing
+            lines = str(exc).splitlines() or [type(exc).__name__]
+            raise UsageError(f"--input {pattern!r}: cannot list files there: {lines[0][:300]}") from None
         if not matched:
             raise UsageError(f"--input {pattern!r} matches no file")
         for path in matched:
+            if os.path.isdir(path):
+                raise UsageError(f"--input {pattern!r}: {path} is a directory, not a file")
             try:
                 file_format(path)
             except ValueError as exc:

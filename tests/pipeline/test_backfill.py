@@ -132,6 +132,18 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     assert message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("pattern, message", [
+    ("gs://tickerpulse-bucket/news/x.jsonl", "--input 'gs://tickerpulse-bucket/news/x.jsonl': cannot list files there: "),
+    ("s3://tickerpulse-bucket/news/x.jsonl", "--input 's3://tickerpulse-bucket/news/x.jsonl': cannot list files there: "),
+    ("{dir}/d.jsonl", "--input '{dir}/d.jsonl': {dir}/d.jsonl is a directory, not a file"),
+])
+def test_an_input_that_cannot_be_read_as_files_is_one_line(tmp_path, capsys, pattern, message):
+    (tmp_path / "d.jsonl").mkdir()
+    assert main(["backfill", "--input", pattern.format(dir=tmp_path), "--db", str(tmp_path / "x.duckdb")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tickerpulse backfill: error: " + message.format(dir=tmp_path)) and "\n" not in err
+
+
 def test_bad_duration_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["backfill", "--input", str(tmp_path), "--half-life", "soon"])
