@@ -8,11 +8,21 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.runner import create_runner
+
+from pipeline.cli_args import UsageError
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    if options.view_as(StandardOptions).runner is not None:
-        return beam.Pipeline(options=options)
+    """The pipeline on the runner ``--runner`` names (a name Beam does not know is a UsageError),
+    else on the local FnApiRunner."""
+    name = options.view_as(StandardOptions).runner
+    if name is not None:
+        try:
+            runner = create_runner(name)
+        except ValueError as exc:  # Beam: "Unexpected pipeline runner: ... Valid values are ..."
+            raise UsageError(f"--runner {name}: {exc}") from None
+        return beam.Pipeline(runner=runner, options=options)
     _consolidate_runner_metrics_eagerly()
     _stop_state_sampling_promptly()
     return beam.Pipeline(runner=FnApiRunner(), options=options)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.worker import statesampler
 from apache_beam.utils import counters
 
+from pipeline.cli_args import UsageError
 from pipeline.runner import STATE_SAMPLING_PERIOD_MS, make_pipeline
 
 
@@ -27,3 +29,8 @@ def test_a_bundle_that_ran_for_a_second_stops_its_state_sampler_within_milliseco
         sampler.stop()
         waits.append(time.perf_counter() - started)
     assert max(waits) < 0.1, waits
+
+
+def test_a_runner_beam_does_not_know_is_a_usage_error():
+    with pytest.raises(UsageError, match="^--runner Bogus: Unexpected pipeline runner: Bogus"):
+        make_pipeline(PipelineOptions(["--runner", "Bogus"]))
