@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import apache_beam as beam
+import duckdb
 from apache_beam.io.filesystems import FileSystems
 from kafka.errors import KafkaError
 
@@ -190,7 +191,11 @@ def import_parquet(args: argparse.Namespace) -> dict[str, int]:
         raise UsageError(f"--import-parquet {args.import_parquet!r} does not exist")
     check_db_path(args.db)
     with DuckDBSink(args.db) as sink:
-        return sink.import_parquet(args.import_parquet)
+        try:
+            return sink.import_parquet(args.import_parquet)
+        except (ValueError, duckdb.Error) as exc:  # DuckDB's first line says what; the rest quotes our SQL
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(f"--import-parquet {args.import_parquet}: nothing imported: {reason}") from None
 
 
 def run_backfill(argv: list[str]) -> Summary:

@@ -218,12 +218,16 @@ class DuckDBSink:
         create_schema(self.con)
 
     def import_parquet(self, out_dir: str) -> dict[str, int]:
-        """Load ``out_dir/<table>/*.parquet`` written by ``WriteParquetTables`` (idempotent)."""
+        """Load ``out_dir/<table>/*.parquet`` written by ``WriteParquetTables`` (idempotent), in
+        one transaction. Raises ValueError when ``out_dir`` holds no such file, and DuckDB's
+        error (nothing imported) when one is not Parquet or lacks a column."""
+        patterns = {name: f"{out_dir.rstrip('/')}/{name}/*.parquet" for name in arrow_rows.SCHEMAS}
+        if not any(self.con.execute("SELECT count(*) FROM glob(?)", [p]).fetchone()[0] for p in patterns.values()):
+            raise ValueError(f"{out_dir} holds no <table>/*.parquet files (a --parquet-out directory)")
         written: dict[str, int] = {}
         self.con.execute("BEGIN TRANSACTION")
         try:
-            for name in arrow_rows.SCHEMAS:
-                pattern = f"{out_dir.rstrip('/')}/{name}/*.parquet"
+            for name, pattern in patterns.items():
                 if not self.con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchone()[0]:
                     continue
                 quoted = pattern.replace("'", "''")  # a view cannot take parameters

@@ -120,6 +120,32 @@ def test_parquet_out_then_import_matches_the_direct_sink(corpus, tmp_path):
     assert comparable(imported) == comparable(direct)
 
 
+@pytest.mark.parametrize("part, message", [
+    ("not parquet", "nothing imported: Invalid Input Error: File"),
+    ("wrong columns", "nothing imported: Binder Error: Referenced column"),
+    (None, "holds no <table>/*.parquet files"),
+])
+def test_an_import_that_cannot_be_done_is_one_line_and_imports_nothing(tmp_path, capsys, part, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    (out / "items").mkdir(parents=True)
+    if part == "not parquet":
+        (out / "items" / "part-0.parquet").write_bytes(b"not parquet")
+    elif part == "wrong columns":
+        pq.write_table(pa.table({"x": [1]}), out / "items" / "part-0.parquet")
+    db = str(tmp_path / "x.duckdb")
+    assert main(["backfill", "--import-parquet", str(out), "--db", db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tickerpulse backfill: error: --import-parquet {out}: nothing imported: ")
+    assert message in err and "\n" not in err
+    assert not any(snapshot(db).values())
+    (tmp_path / "plain.jsonl").write_text("{}\n")
+    assert main(["backfill", "--import-parquet", str(tmp_path / "plain.jsonl"), "--db", db]) == 2
+    assert "holds no <table>/*.parquet files" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--input", "/nonexistent/*.jsonl"], "matches no file"),
     (["--db", "x.duckdb"], "nothing to read"),
