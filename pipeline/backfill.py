@@ -101,6 +101,8 @@ def plan(args: argparse.Namespace) -> Plan:
         raise UsageError("--topics needs --kafka-bootstrap")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    if args.parquet_out and os.path.isfile(args.parquet_out):
+        raise UsageError(f"--parquet-out {args.parquet_out} is a file, not a directory")
     check_precision(args)
     aggregation = aggregation_config(args)
     links = linking(args)

@@ -146,6 +146,11 @@ def test_an_import_that_cannot_be_done_is_one_line_and_imports_nothing(tmp_path,
     assert "holds no <table>/*.parquet files" in capsys.readouterr().err
 
 
+def test_a_parquet_out_that_is_a_file_is_one_line(corpus, capsys):
+    assert main(["backfill", "--input", str(corpus), "--parquet-out", str(corpus)]) == 2
+    assert capsys.readouterr().err.strip() == f"tickerpulse backfill: error: --parquet-out {corpus} is a file, not a directory"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--input", "/nonexistent/*.jsonl"], "matches no file"),
     (["--db", "x.duckdb"], "nothing to read"),
