@@ -146,15 +146,22 @@ def new_backbone_classifier(pooling: str = "mean") -> tuple[torch.nn.Module, Pre
     return model, AutoTokenizer.from_pretrained(backbone)
 
 
-def load_classifier(model: str | os.PathLike | None = None, label_names: Sequence[str] | None = None) -> LoadedClassifier:
-    """``None`` -> the bundled default; a directory -> a delta bundle or a full HF checkpoint."""
+def model_dir(model: str | os.PathLike | None = None) -> Path:
+    """The directory ``model`` names (``None``: the bundled one), checked to hold a delta bundle or
+    an HF checkpoint's config without loading it; ModelLoadError if it does not."""
     path = BUNDLED_DIR if model is None else Path(model)
     if not path.is_dir():
         raise ModelLoadError(f"model {str(model)!r} is not a directory (expected a local checkpoint)")
+    if not (path / BUNDLE_CONFIG).is_file() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has neither {BUNDLE_CONFIG} nor config.json: not a model directory")
+    return path
+
+
+def load_classifier(model: str | os.PathLike | None = None, label_names: Sequence[str] | None = None) -> LoadedClassifier:
+    """``None`` -> the bundled default; a directory -> a delta bundle or a full HF checkpoint."""
+    path = model_dir(model)
     if (path / BUNDLE_CONFIG).is_file():
         return _load_bundle(path, label_names)
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path} has neither {BUNDLE_CONFIG} nor config.json: not a model directory")
     return _load_checkpoint(path, label_names)
 
 

@@ -30,7 +30,7 @@ from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.graph import sentiment_graph
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               check_db_path, check_precision, exit_status, linking, pipeline_options)
+                               check_db_path, check_model, check_precision, exit_status, linking, pipeline_options)
 from pipeline.runner import make_pipeline
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
@@ -202,8 +202,10 @@ def import_parquet(args: argparse.Namespace) -> dict[str, int]:
 
 def run_backfill(argv: list[str]) -> Summary:
     args, beam_args = parse_args(argv)
-    pipeline = make_pipeline(pipeline_options(beam_args))
+    options = pipeline_options(beam_args)
+    pipeline = make_pipeline(options)
     the_plan = plan(args)
+    check_model(args, options)
     if not args.parquet_out:
         check_db_path(args.db)
         with DuckDBSink(args.db):  # the schema exists even when every record is refused

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from connectors.duckdb.schema import not_a_database_file
 
@@ -130,6 +130,22 @@ def linking(args: argparse.Namespace) -> Linking:
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     return Linking(aliases=aliases, default_companies=args.default_companies)
+
+
+def check_model(args: argparse.Namespace, options: PipelineOptions) -> None:
+    """On the local runner, a --model that is not a model directory or --device cuda without a
+    GPU is refused before the job starts (the worker would fail with tracebacks). Another
+    runner's workers may have what this machine lacks, so there it is theirs to check."""
+    if options.view_as(StandardOptions).runner is not None:
+        return
+    from models.classifier import ModelLoadError, model_dir
+    from models.engine import resolve_device
+
+    try:
+        model_dir(args.model)
+        resolve_device(args.device)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_precision(args: argparse.Namespace) -> None:

@@ -34,7 +34,7 @@ from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.metrics import StreamMetrics, WorkerCounts
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               EXIT_STORE_FAULT, check_db_path, check_precision, exit_status, linking,
+                               EXIT_STORE_FAULT, check_db_path, check_model, check_precision, exit_status, linking,
                                pipeline_options)
 from pipeline import store
 from pipeline.run_handle import Observing, RunHandle, SharedRun
@@ -153,6 +153,8 @@ def run_stream(argv: list[str]) -> StreamMetrics | WorkerCounts:
     cfg = check(args)
     options = pipeline_options(beam_args)
     links = linking(args)
+    if args.role != "store":  # the store role scores nothing
+        check_model(args, options)
     if args.role == "score":
         from pipeline.score_worker import run_worker  # it builds on this module
 

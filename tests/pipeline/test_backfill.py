@@ -146,6 +146,21 @@ def test_an_import_that_cannot_be_done_is_one_line_and_imports_nothing(tmp_path,
     assert "holds no <table>/*.parquet files" in capsys.readouterr().err
 
 
+def test_a_model_or_device_this_machine_cannot_load_is_one_line_before_the_run(corpus, tmp_path, monkeypatch, capsys):
+    import torch
+
+    db = str(tmp_path / "x.duckdb")
+    assert main(["backfill", "--input", str(corpus), "--db", db, "--model", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip() == (f"tickerpulse backfill: error: model '{tmp_path}/none' is not a "
+                                               "directory (expected a local checkpoint)")
+    assert main(["backfill", "--input", str(corpus), "--db", db, "--model", str(tmp_path)]) == 2
+    assert "nor config.json: not a model directory" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["backfill", "--input", str(corpus), "--db", db, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "tickerpulse backfill: error: device 'cuda' requested but torch sees no CUDA GPU (see docs/gpu.md)"
+
+
 def test_a_parquet_out_that_is_a_file_is_one_line(corpus, capsys):
     assert main(["backfill", "--input", str(corpus), "--parquet-out", str(corpus)]) == 2
     assert capsys.readouterr().err.strip() == f"tickerpulse backfill: error: --parquet-out {corpus} is a file, not a directory"

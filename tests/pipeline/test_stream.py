@@ -321,6 +321,13 @@ def test_a_db_in_a_missing_directory_is_one_line(tmp_path, capsys):
                                                f"directory {tmp_path}/no does not exist")
 
 
+def test_a_model_that_is_not_a_directory_is_one_line(tmp_path, capsys):
+    argv = ["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", str(tmp_path / "x.duckdb")]
+    assert main([*argv, "--model", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip() == (f"tickerpulse stream: error: model '{tmp_path}/none' is not a "
+                                               "directory (expected a local checkpoint)")
+
+
 def test_a_db_that_is_not_a_duckdb_file_is_one_line(tmp_path, capsys):
     (tmp_path / "in.csv").write_text("id,text\n")
     for db, problem in ((str(tmp_path / "in.csv"), "the file exists and is not a DuckDB database"),
