@@ -12,7 +12,6 @@ runner is FnApiRunner unless ``--runner`` names another.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from models.aggregation import AggregationConfig
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default, fill_list_env_defaults
 from pipeline.graph import sentiment_graph
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
-                               check_db_path, check_model, check_precision, exit_status, linking, pipeline_options)
+                               check_db_path, check_model, check_precision, exit_status, linking, pipeline_options,
+                               quiet_library_logs)
 from pipeline.runner import make_pipeline
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
 from pipeline.tickers import Linking
@@ -218,8 +218,7 @@ def run_backfill(argv: list[str]) -> Summary:
 
 
 def run(argv: list[str]) -> int:
-    # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
-    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+    quiet_library_logs()
     args, _ = parse_args(argv)
     if args.import_parquet:
         written = import_parquet(args)

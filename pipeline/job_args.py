@@ -72,6 +72,17 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
+def quiet_library_logs() -> None:
+    """What Beam and kafka-python log that users of backfill and stream need not see."""
+    # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
+    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+    # BatchElements logs its statistics at the end of every bundle: once per poll when streaming.
+    logging.getLogger("apache_beam.transforms.util").setLevel(logging.WARNING)
+    # kafka-python logs every connection at INFO and every refused one at ERROR; the stream's
+    # source logs one clear line per outage instead, a backfill one UsageError.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
 def check_db_path(db: str) -> None:
     """A --db whose directory does not exist, that this process may not write, or that is not a
     DuckDB file (``not_a_database_file``) is a bad argument, not a DuckDB traceback or a run whose

@@ -35,7 +35,7 @@ from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_
 from pipeline.metrics import StreamMetrics, WorkerCounts
 from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model_args, aggregation_config,
                                EXIT_STORE_FAULT, check_db_path, check_model, check_precision, exit_status, linking,
-                               pipeline_options)
+                               pipeline_options, quiet_library_logs)
 from pipeline import store
 from pipeline.run_handle import Observing, RunHandle, SharedRun
 from pipeline.runner import make_pipeline, runs_here
@@ -201,16 +201,6 @@ def run_job(options: PipelineOptions, handle: RunHandle,
     if run.fault is not None:
         raise run.fault
     return run.metrics
-
-
-def quiet_library_logs() -> None:
-    # Beam logs every string annotation it cannot resolve (PEP 563) at INFO: noise for users.
-    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
-    # BatchElements logs its statistics at the end of every bundle: once per poll when streaming.
-    logging.getLogger("apache_beam.transforms.util").setLevel(logging.WARNING)
-    # kafka-python logs every connection at INFO and every refused one at ERROR; the source logs
-    # one clear line per outage instead.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def run(argv: list[str]) -> int:

@@ -161,6 +161,18 @@ def test_a_model_or_device_this_machine_cannot_load_is_one_line_before_the_run(c
     assert err == "tickerpulse backfill: error: device 'cuda' requested but torch sees no CUDA GPU (see docs/gpu.md)"
 
 
+def test_an_unreachable_kafka_is_one_line_without_kafka_python_logs(tmp_path, monkeypatch, caplog, capsys):
+    import functools
+
+    from connectors.kafka import range as kafka_range
+
+    monkeypatch.setattr(kafka_range, "_consumer", functools.partial(kafka_range._consumer, bootstrap_timeout_ms=1000))
+    argv = ["backfill", "--kafka-bootstrap", "127.0.0.1:1", "--topics", "news", "--db", str(tmp_path / "x.duckdb")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("tickerpulse backfill: error: cannot read Kafka at 127.0.0.1:1: ")
+    assert not [r for r in caplog.records if r.name.startswith("kafka")]
+
+
 def test_a_parquet_out_that_is_a_file_is_one_line(corpus, capsys):
     assert main(["backfill", "--input", str(corpus), "--parquet-out", str(corpus)]) == 2
     assert capsys.readouterr().err.strip() == f"tickerpulse backfill: error: --parquet-out {corpus} is a file, not a directory"
