@@ -11,7 +11,9 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class RawRecord:
-    """Bytes exactly as read, and where from: what a dead letter must keep."""
+    """Bytes exactly as read, and where from: what a dead letter must keep. ``raw`` is what the
+    parser reads; for a CSV row that is the row re-encoded as JSON, and ``as_read`` holds its
+    lines as read, which its dead letter keeps."""
 
     raw: bytes
     location: str  # "path:line" for files, "topic/partition/offset" for Kafka
@@ -20,6 +22,7 @@ class RawRecord:
     kafka_offset: int | None = None
     kafka_timestamp_ms: int | None = None  # event time when the record has no published_at
     refused: str | None = None  # set by a reader that could not split a record out: the dead letter's reason
+    as_read: bytes | None = None  # the bytes as read, when ``raw`` is a re-encoding of them
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,12 @@ def parse_record(record: RawRecord, now: datetime | None = None) -> Item | DeadL
         return dead_letter(record, str(exc))
 
 
+def _bytes_as_read(record: RawRecord) -> bytes:
+    return record.raw if record.as_read is None else record.as_read
+
+
 def dead_letter(record: RawRecord, reason: str, stage: str = STAGE) -> DeadLetter:
-    return DeadLetter(raw=record.raw, reason=reason, stage=stage, location=record.location,
+    return DeadLetter(raw=_bytes_as_read(record), reason=reason, stage=stage, location=record.location,
                       kafka_topic=record.kafka_topic, kafka_partition=record.kafka_partition,
                       kafka_offset=record.kafka_offset)
 
@@ -86,6 +90,10 @@ def _parse(record: RawRecord, now: datetime) -> Item:
     try:
         decoded = record.raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        try:  # the offset in the bytes the dead letter keeps (a CSV row's line, not its JSON)
+            _bytes_as_read(record).decode("utf-8")
+        except UnicodeDecodeError as as_read_exc:
+            exc = as_read_exc
         raise Invalid(f"not UTF-8: byte {exc.start} is invalid") from None
     try:
         obj = json.loads(decoded)

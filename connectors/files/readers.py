@@ -1,7 +1,8 @@
 """Input files -> RawRecord, one per record, located as ``path:line`` (docs/data-model.md).
 
 JSON Lines and JSON array elements keep their bytes as written; CSV and Parquet rows become JSON
-objects so that every record reaches the one parser in the same shape. Readers take an open
+objects so that every record reaches the one parser in the same shape (a CSV row keeps its
+original lines too, ``as_read``, for its dead letter). Readers take an open
 binary stream, so the caller chooses the file system (local, GCS, S3 through Beam's FileSystems).
 Readers never raise on content: bytes they cannot split into records become one record marked
 ``refused`` with the reason, which the parser turns into a dead letter.
@@ -155,14 +156,14 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
             yield RawRecord(raw=lines.take(), location=f"{path}:{row_start}", refused=reason)
             row_start = lines.consumed + 1
             continue
-        lines.take()
+        as_read = lines.take()
         record = {key: value for key, value in row.items() if key is not None and value not in (None, "")}
         if None in row:  # more cells than header fields: keep them so the raw record is complete
             record["_extra_cells"] = row[None]
         if "tickers" in record:
             record["tickers"] = [t for t in _TICKER_SEPARATORS.split(record["tickers"]) if t]
         if record:
-            yield RawRecord(raw=_to_json_bytes(record), location=f"{path}:{row_start}")
+            yield RawRecord(raw=_to_json_bytes(record), location=f"{path}:{row_start}", as_read=as_read)
         row_start = lines.consumed + 1
 
 

@@ -33,7 +33,8 @@ def test_csv_rows_become_json_with_ticker_lists_and_line_numbers(tmp_path):
     item = parse_record(first)
     assert item.tickers == ("AAPL", "MSFT") and item.ts == datetime(2024, 5, 1, 8, tzinfo=timezone.utc)
     dead = parse_record(second)
-    assert isinstance(dead, DeadLetter) and b"caf\xe9" in dead.raw and "not UTF-8" in dead.reason
+    assert isinstance(dead, DeadLetter) and dead.raw == b"c2,caf\xe9,1714550400000,\n"  # the line as read
+    assert dead.reason == "not UTF-8: byte 6 is invalid"  # an offset into that line
     with open(path, "rb") as stream:
         assert count_records(stream, str(path)) == 3  # an estimate: a quoted newline counts
 
@@ -114,6 +115,15 @@ def test_json_array_breakage_is_one_refused_record(tmp_path, body, reason):
     records = read(path)
     assert parse_record(records[-1]).reason == reason
     assert all(isinstance(parse_record(r), (Item, DeadLetter)) for r in records)
+
+
+def test_a_refused_csv_row_keeps_its_lines_as_read(tmp_path):
+    path = tmp_path / "in.csv"
+    row = b'm6,tick,2024-05-06T10:00:00Z,"$aapl, msft;\nbrk.b|5bn"\r\n'
+    path.write_bytes(b"id,text,published_at,tickers\r\n" + row)
+    (record,) = read(path)
+    dead = parse_record(record)
+    assert dead.reason == "not a ticker symbol: '5bn'" and dead.raw == row and dead.location == f"{path}:2"
 
 
 def test_csv_cell_over_the_csv_limit_is_refused_and_the_next_row_read(tmp_path):

@@ -131,6 +131,14 @@ def test_a_record_larger_than_the_limit_is_refused_before_decoding():
     assert "not JSON" in reason_of(parse(b" " * MAX_RECORD_BYTES))
 
 
+def test_a_dead_letter_keeps_the_bytes_as_read_of_a_re_encoded_record():
+    line = b"c1,caf\xe9,1714550400000\n"
+    dead = parse(b'{"id": "c1", "text": "caf\xe9"}', as_read=line)
+    assert dead.raw == line and reason_of(dead) == "not UTF-8: byte 6 is invalid"
+    dead = parse(b'{"id": "c1"}', as_read=b"c1,,x\n")
+    assert dead.raw == b"c1,,x\n" and reason_of(dead) == "text missing"
+
+
 def test_a_reader_refusal_becomes_a_read_dead_letter():
     result = parse_record(RawRecord(raw=b"a,b\n", location="f.csv:2", refused="not CSV: boom"), now=NOW)
     assert (result.raw, result.reason, result.stage, result.location) == (b"a,b\n", "not CSV: boom", "read", "f.csv:2")
