@@ -132,7 +132,7 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
     parser refuses the row as non-UTF-8 and the dead letter holds the original bytes. A row the
     csv module cannot split (a cell over its 128 KiB limit, text after a closing quote, a quote
     never closed) is refused with its original lines; after an unclosed quote that is the rest
-    of the file.
+    of the file. Under a header that names a column twice, every row is refused.
     """
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
     # Line by line: codecs' StreamReader takes quadratic time on one long line.
@@ -145,6 +145,10 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
         yield RawRecord(raw=lines.take(), location=f"{path}:1", refused=f"not CSV: {exc}")
         return
     lines.take()
+    names = [name for name in reader.fieldnames or () if name]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    # A repeated name keeps only its last cell: a row's text could be replaced by another column.
+    ambiguous = f"not CSV: the header names {', '.join(map(repr, repeated))} more than once" if repeated else None
     row_start = 2
     while True:
         try:
@@ -162,7 +166,9 @@ def read_csv(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
             record["_extra_cells"] = row[None]
         if "tickers" in record:
             record["tickers"] = [t for t in _TICKER_SEPARATORS.split(record["tickers"]) if t]
-        if record:
+        if ambiguous:
+            yield RawRecord(raw=as_read, location=f"{path}:{row_start}", refused=ambiguous)
+        elif record:
             yield RawRecord(raw=_to_json_bytes(record), location=f"{path}:{row_start}", as_read=as_read)
         row_start = lines.consumed + 1
 

@@ -126,6 +126,15 @@ def test_a_refused_csv_row_keeps_its_lines_as_read(tmp_path):
     assert dead.reason == "not a ticker symbol: '5bn'" and dead.raw == row and dead.location == f"{path}:2"
 
 
+def test_csv_under_a_header_naming_a_column_twice_every_row_is_refused(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,text,published_at,text,,\nd1,$AAPL real headline,2024-05-06T10:00:00Z,,,\n")
+    (record,) = read(path)
+    dead = parse_record(record)
+    assert dead.reason == "not CSV: the header names 'text' more than once" and dead.stage == "read"
+    assert dead.raw == b"d1,$AAPL real headline,2024-05-06T10:00:00Z,,,\n" and record.location == f"{path}:2"
+
+
 def test_csv_cell_over_the_csv_limit_is_refused_and_the_next_row_read(tmp_path):
     path = tmp_path / "in.csv"
     big = b"x" * (10 * 1024 * 1024)
