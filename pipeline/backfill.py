@@ -140,9 +140,12 @@ def expand_inputs(patterns: list[str]) -> list[str]:
 def kafka_ranges(args: argparse.Namespace) -> list[PartitionRange]:
     try:
         start, end = parse_bound(args.start, "earliest"), parse_bound(args.end, "latest")
-        return resolve_ranges(args.kafka_bootstrap, args.topics, start, end)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        return resolve_ranges(args.kafka_bootstrap, args.topics, start, end)
+    except ValueError as exc:  # a topic that does not exist, or an address kafka-python cannot parse
+        raise UsageError(f"--kafka-bootstrap {args.kafka_bootstrap}: {exc}") from None
     except KafkaError as exc:
         raise UsageError(f"cannot read Kafka at {args.kafka_bootstrap}: {exc}") from None
 

@@ -173,6 +173,13 @@ def test_an_unreachable_kafka_is_one_line_without_kafka_python_logs(tmp_path, mo
     assert not [r for r in caplog.records if r.name.startswith("kafka")]
 
 
+def test_a_kafka_address_that_does_not_parse_names_the_flag(tmp_path, capsys):
+    argv = ["backfill", "--kafka-bootstrap", "127.0.0.1:notaport", "--topics", "news", "--db", str(tmp_path / "x.duckdb")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tickerpulse backfill: error: --kafka-bootstrap 127.0.0.1:notaport: ") and "\n" not in err
+
+
 def test_a_parquet_out_that_is_a_file_is_one_line(corpus, capsys):
     assert main(["backfill", "--input", str(corpus), "--parquet-out", str(corpus)]) == 2
     assert capsys.readouterr().err.strip() == f"tickerpulse backfill: error: --parquet-out {corpus} is a file, not a directory"
