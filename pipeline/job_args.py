@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -58,13 +60,19 @@ def exit_status(command: str, scored: int, dead_letters: int) -> int:
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     """Beam's options from the flags a command left unparsed. A flag neither the command nor Beam
-    knows is a typo, refused as a UsageError (Beam would only log that it dropped it)."""
+    knows is a typo, refused as a UsageError (Beam would only log that it dropped it); so is a
+    value Beam's own parser refuses (it would print its whole usage first)."""
     options = PipelineOptions(beam_args)
     beam_log = logging.getLogger("apache_beam.options.pipeline_options")
     level = beam_log.level
     beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" would be a second line
+    usage = io.StringIO()
     try:
-        unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+        with contextlib.redirect_stderr(usage):
+            unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    except SystemExit:  # argparse's error(): usage, then "prog: error: <message>"
+        lines = usage.getvalue().strip().splitlines() or ["a Beam option has a bad value"]
+        raise UsageError(lines[-1].split(": error: ", 1)[-1]) from None
     finally:
         beam_log.setLevel(level)
     if unknown:

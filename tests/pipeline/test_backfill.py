@@ -190,6 +190,8 @@ def test_a_parquet_out_that_is_a_file_is_one_line(corpus, capsys):
     (["--db", "x.duckdb"], "nothing to read"),
     (["--topics", "news"], "--topics needs --kafka-bootstrap"),
     (["--input", "/nonexistent/x.jsonl", "--inptu", "x"], "unrecognized arguments: --inptu"),
+    (["--input", "/nonexistent/x.jsonl", "--direct_num_workers", "abc"],
+     "error: argument --direct_num_workers: invalid int value: 'abc'"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     assert main(["backfill", *argv]) == 2
