@@ -116,7 +116,7 @@ def plan(args: argparse.Namespace) -> Plan:
 def expand_inputs(patterns: list[str]) -> list[str]:
     """The files the --input patterns match, in order, each once; a pattern no file system here
     can list (``gs://`` without apache-beam[gcp], ``s3://`` without boto3) or that matches
-    nothing, a directory or a name of no known format is a UsageError."""
+    nothing, a directory, an unreadable local file or a name of no known format is a UsageError."""
     paths: list[str] = []
     for pattern in patterns:
         try:
@@ -129,6 +129,8 @@ def expand_inputs(patterns: list[str]) -> list[str]:
         for path in matched:
             if os.path.isdir(path):
                 raise UsageError(f"--input {pattern!r}: {path} is a directory, not a file")
+            if os.path.exists(path) and not os.access(path, os.R_OK):  # a local file (gs:// is not one)
+                raise UsageError(f"--input {pattern!r}: {path} is not readable")
             try:
                 file_format(path)
             except ValueError as exc:

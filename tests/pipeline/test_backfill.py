@@ -211,6 +211,15 @@ def test_an_input_that_cannot_be_read_as_files_is_one_line(tmp_path, capsys, pat
     assert err.startswith("tickerpulse backfill: error: " + message.format(dir=tmp_path)) and "\n" not in err
 
 
+def test_an_unreadable_input_is_one_line(corpus, tmp_path, monkeypatch, capsys):
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(corpus) and real_access(path, mode))  # root reads all
+    assert main(["backfill", "--input", str(corpus), "--db", str(tmp_path / "x.duckdb")]) == 2
+    assert capsys.readouterr().err.strip() == f"tickerpulse backfill: error: --input '{corpus}': {corpus} is not readable"
+
+
 def test_bad_duration_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["backfill", "--input", str(tmp_path), "--half-life", "soon"])
