@@ -116,7 +116,8 @@ def plan(args: argparse.Namespace) -> Plan:
 def expand_inputs(patterns: list[str]) -> list[str]:
     """The files the --input patterns match, in order, each once; a pattern no file system here
     can list (``gs://`` without apache-beam[gcp], ``s3://`` without boto3) or that matches
-    nothing, a directory, an unreadable local file or a name of no known format is a UsageError."""
+    nothing, a directory, an unreadable local file, or a name not UTF-8 or of no known format is
+    a UsageError."""
     paths: list[str] = []
     for pattern in patterns:
         try:
@@ -131,6 +132,11 @@ def expand_inputs(patterns: list[str]) -> list[str]:
                 raise UsageError(f"--input {pattern!r}: {path} is a directory, not a file")
             if os.path.exists(path) and not os.access(path, os.R_OK):  # a local file (gs:// is not one)
                 raise UsageError(f"--input {pattern!r}: {path} is not readable")
+            try:
+                path.encode("utf-8")  # os keeps undecodable bytes of a name as surrogate escapes
+            except UnicodeEncodeError:
+                raise UsageError(f"--input {pattern!r}: the name {path!r} is not UTF-8 (Beam passes file "
+                                 "names as UTF-8 text; rename the file)") from None
             try:
                 file_format(path)
             except ValueError as exc:

@@ -220,6 +220,16 @@ def test_an_unreadable_input_is_one_line(corpus, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == f"tickerpulse backfill: error: --input '{corpus}': {corpus} is not readable"
 
 
+def test_an_input_whose_name_is_not_utf8_is_one_line(corpus, tmp_path, capsys):
+    import os
+
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/name\xff.jsonl")
+    os.link(corpus, name)
+    assert main(["backfill", "--input", name, "--db", str(tmp_path / "x.duckdb")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tickerpulse backfill: error: --input {name!r}: the name {name!r} is not UTF-8") and "\n" not in err
+
+
 def test_bad_duration_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["backfill", "--input", str(tmp_path), "--half-life", "soon"])
