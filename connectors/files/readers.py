@@ -40,18 +40,21 @@ def read_records(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
     return reader[file_format(path)](stream, path)
 
 
+_JSON_WHITESPACE = " \t\r\n"  # what JSON allows between tokens; a line of other bytes is a record
+
+
 def read_json_lines(stream: BinaryIO, path: str) -> Iterator[RawRecord]:
-    """One record per non-blank line; the bytes are kept exactly (a dead letter shows them), less
+    """One record per non-blank line (blank: JSON whitespace only); the bytes are kept exactly (a dead letter shows them), less
     a UTF-8 byte order mark at the start of the file."""
     for line_no, line in enumerate(iter(stream.readline, b""), 1):  # Beam's CompressedFile is not iterable
         line = line.rstrip(b"\r\n")
         if line_no == 1:
             line = line.removeprefix(codecs.BOM_UTF8)
-        if line.strip():
+        if line.strip(_JSON_WHITESPACE.encode()):
             yield RawRecord(raw=line, location=f"{path}:{line_no}")
 
 
-_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_SPACE = re.compile(f"[{_JSON_WHITESPACE}]*")
 _JSON_DECODER = json.JSONDecoder()
 
 

@@ -73,6 +73,12 @@ def test_json_with_a_bom_and_a_lone_pretty_printed_object(tmp_path):
     assert parse_record(record).id == "p1"
 
 
+def test_jsonl_skips_only_lines_of_json_whitespace():
+    records = list(read_records(io.BytesIO(b' \t\r\n\x0b\x0c\n{"text": "a"}\n'), "x.jsonl"))
+    assert [(r.raw, r.location) for r in records] == [(b"\x0b\x0c", "x.jsonl:2"), (b'{"text": "a"}', "x.jsonl:3")]
+    assert parse_record(records[0]).reason.startswith("not JSON")
+
+
 def test_jsonl_drops_a_bom_at_the_start_only():
     records = list(read_records(io.BytesIO(b'\xef\xbb\xbf{"text": "a"}\n\xef\xbb\xbf{"text": "b"}\n'), "x.jsonl"))
     assert [r.raw for r in records] == [b'{"text": "a"}', b'\xef\xbb\xbf{"text": "b"}']
