@@ -69,10 +69,12 @@ def replay_corpus(bootstrap: str) -> int:
 
 
 def latest_sentiment(db: str, half_life_s: float) -> list[tuple]:
-    """Per ticker: latest as-of time, recency-weighted sentiment, plain mean, items, and the change
+    """Per ticker: latest as-of time (formatted in UTC whatever the process's time zone),
+    recency-weighted sentiment, plain mean, items, and the change
     of the weighted value over the last 2 hours (the ticker's own clock)."""
     con = duckdb.connect(db, read_only=True)
     try:
+        con.execute("SET TimeZone = 'UTC'")  # strftime formats a TIMESTAMPTZ in the session's zone
         return con.execute("""
             WITH series AS (
                 SELECT ticker, ts, sentiment, mean_score, n_items,

@@ -56,3 +56,30 @@ def test_demo_streams_the_corpus_and_prints_the_summary(tmp_path, capsys):
     assert all(f"\n{ticker} " in table for ticker in tickers) and len(tickers) == 12
     assert "BA " in table and "<- turned down" in table.split("\nBA ")[1].splitlines()[0]
     assert f"query --db {db}" in out and f"dashboard --db {db}" in out
+
+
+def _points_db(path, points, half_life_s=3600.0) -> str:
+    """A DuckDB file holding only the given ticker_sentiment points (ticker, ts, sentiment)."""
+    from connectors.duckdb.schema import create_schema
+    con = duckdb.connect(str(path))
+    try:
+        create_schema(con)
+        for ticker, ts, sentiment in points:
+            con.execute("INSERT INTO ticker_sentiment VALUES (?, ?::TIMESTAMPTZ, ?, ?, 1, 1.0, ?, [])",
+                        [ticker, ts, half_life_s, sentiment, sentiment])
+    finally:
+        con.close()
+    return str(path)
+
+
+def test_summary_as_of_is_utc_whatever_the_process_time_zone(tmp_path, monkeypatch):
+    import time
+    db = _points_db(tmp_path / "p.duckdb", [("NVDA", "2024-05-06 20:00+00", 0.5)])
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        rows = demo.latest_sentiment(db, 3600.0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert rows[0][:2] == ("NVDA", "2024-05-06 20:00")  # the header says "as of (UTC)"
