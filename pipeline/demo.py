@@ -6,7 +6,9 @@
 Starts a local Kafka-protocol broker (``noida-db``) on a free port with a temporary data
 directory, unless ``--bootstrap-servers`` names an existing Kafka; creates the topics ``news``
 and ``comments``; replays the shipped corpus (pipeline/demo_data); runs the streaming job until
-it has caught up; prints each ticker's latest recency-weighted sentiment next to its plain mean;
+it has caught up; prints each ticker's latest recency-weighted sentiment next to its plain mean
+and its change over the last 2 hours (blank when the ticker had no value 2 hours earlier;
+``latest_sentiment`` defines it);
 says how to query the file and open the dashboard; stops the broker.
 """
 from __future__ import annotations
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 TOPICS = {"news": "news.jsonl", "comments": "comments.jsonl"}
 TURN_THRESHOLD = -0.75  # a 2-hour drop of the weighted sentiment worth pointing at
+CADENCE_S = 300  # the grid the demo's stream writes; divides CHANGE_S, so t - 2h is a grid point
+CHANGE_S = 7200  # "2h change"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,10 +72,16 @@ def replay_corpus(bootstrap: str) -> int:
         producer.close()
 
 
-def latest_sentiment(db: str, half_life_s: float) -> list[tuple]:
-    """Per ticker: latest as-of time (formatted in UTC whatever the process's time zone),
-    recency-weighted sentiment, plain mean, items, and the change
-    of the weighted value over the last 2 hours (the ticker's own clock)."""
+def latest_sentiment(db: str, half_life_s: float, cadence_s: float = CADENCE_S) -> list[tuple]:
+    """Per ticker: latest as-of time t (formatted in UTC whatever the process's time zone),
+    recency-weighted sentiment, plain mean, items, and the "2h change".
+
+    The 2h change is S(t) - S(t - 2h): the weighted value at t minus the ticker's value as of
+    t - 2h, which is its stored point in (t - 2h - cadence, t - 2h], the grid point that observes
+    t - 2h. The demo's cadence (5 min) divides 2 h, so that is the point at exactly t - 2h; it is
+    stored exactly when the ticker had items inside the horizon then (``sentiment_asof(ticker,
+    t - 2h, ...)`` returns a row). When there is none the change is None (printed blank): an
+    older point, from before a gap, is not the value 2 hours earlier."""
     con = duckdb.connect(db, read_only=True)
     try:
         con.execute("SET TimeZone = 'UTC'")  # strftime formats a TIMESTAMPTZ in the session's zone
@@ -79,12 +89,16 @@ def latest_sentiment(db: str, half_life_s: float) -> list[tuple]:
             WITH series AS (
                 SELECT ticker, ts, sentiment, mean_score, n_items,
                        row_number() OVER (PARTITION BY ticker ORDER BY ts DESC) AS newest_first
-                FROM ticker_sentiment WHERE half_life_s = ?)
+                FROM ticker_sentiment WHERE half_life_s = $half_life)
             SELECT s.ticker, strftime(s.ts, '%Y-%m-%d %H:%M'), s.sentiment, s.mean_score, s.n_items,
                    s.sentiment - (SELECT e.sentiment FROM series e
-                                  WHERE e.ticker = s.ticker AND e.ts <= s.ts - INTERVAL 2 HOUR
+                                  WHERE e.ticker = s.ticker
+                                    AND e.ts <= s.ts - to_microseconds($change_us)
+                                    AND e.ts > s.ts - to_microseconds($change_us + $cadence_us)
                                   ORDER BY e.ts DESC LIMIT 1)
-            FROM series s WHERE newest_first = 1 ORDER BY s.sentiment DESC""", [half_life_s]).fetchall()
+            FROM series s WHERE newest_first = 1 ORDER BY s.sentiment DESC""",
+            {"half_life": half_life_s, "change_us": CHANGE_S * 1_000_000,
+             "cadence_us": round(cadence_s * 1_000_000)}).fetchall()
     finally:
         con.close()
 
@@ -142,7 +156,7 @@ def run(argv: list[str]) -> int:
         # A fresh consumer group reads the topics from the start; the sink skips ids already stored.
         stream.run_stream(["--bootstrap-servers", bootstrap, "--topics", *TOPICS,
                            "--group-id", f"tickerpulse-demo-{uuid.uuid4().hex[:8]}", "--db", db,
-                           "--half-life", f"{args.half_life}s", "--cadence", "5m",
+                           "--half-life", f"{args.half_life}s", "--cadence", f"{CADENCE_S}s",
                            "--until-idle", f"{args.until_idle}s"])
     counts = table_counts(db)
     print(f"\nCaught up: {counts['items']} items, {counts['dead_letters']} dead letters, "

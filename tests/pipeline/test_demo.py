@@ -83,3 +83,20 @@ def test_summary_as_of_is_utc_whatever_the_process_time_zone(tmp_path, monkeypat
         monkeypatch.undo()
         time.tzset()
     assert rows[0][:2] == ("NVDA", "2024-05-06 20:00")  # the header says "as of (UTC)"
+
+
+def test_2h_change_is_against_the_value_2h_earlier_and_blank_without_one(tmp_path):
+    db = _points_db(tmp_path / "p.duckdb", [
+        ("FOOX", "2024-05-04 09:55+00", 0.92),  # before a gap longer than the horizon
+        ("FOOX", "2024-05-05 10:00+00", -0.94),  # nothing at 08:00: no value 2h earlier
+        ("BARX", "2024-05-05 07:55+00", 0.9),
+        ("BARX", "2024-05-05 08:00+00", 0.5),  # the value as of t - 2h
+        ("BARX", "2024-05-05 08:05+00", 0.1),
+        ("BARX", "2024-05-05 10:00+00", -0.3),
+    ])
+    rows = {r[0]: r for r in demo.latest_sentiment(db, 3600.0)}
+    assert rows["FOOX"][5] is None
+    assert abs(rows["BARX"][5] - (-0.3 - 0.5)) < 1e-12
+    table = demo.render(list(rows.values()), 3600.0)
+    foox = next(line for line in table.splitlines() if line.startswith("FOOX"))
+    assert foox.rstrip().endswith("1") and "turned down" not in foox  # blank change, no flag
