@@ -60,18 +60,38 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(lambda m: _NAMED_ESCAPES.get(m.group(), m.group().encode("unicode_escape").decode()), text)
 
 
+def _utc(value: datetime) -> datetime:
+    """A TIMESTAMPTZ in UTC; a naive TIMESTAMP as it is (it has no zone to convert from)."""
+    return value.astimezone(timezone.utc) if value.tzinfo else value
+
+
 def _text(value: object) -> str:
+    """A table cell: floats rounded to 4 places, times in UTC to the second, with the stored
+    fraction (µs) when there is one, so different times never print the same."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        value = _utc(value)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S")
     return str(value)
 
 
+def _stored(value: object) -> object:
+    """A CSV cell, as stored: a float as its shortest round-trip repr (``float(cell) == value``),
+    a time as ISO-8601 in UTC with its fraction and zone (like JSON)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return _utc(value).isoformat()
+    return value
+
+
 def _json_value(value: object) -> object:
-    if isinstance(value, (datetime, date)):
+    if isinstance(value, datetime):
+        return _utc(value).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
@@ -85,11 +105,12 @@ def _json_value(value: object) -> object:
 
 
 def write_result(columns: Sequence[str], rows: Sequence[tuple], fmt: str, out: TextIO) -> None:
-    """Print rows as an aligned table, CSV or a JSON array of objects."""
+    """Print rows as an aligned table (rounded for reading, ``_text``), or as stored: CSV
+    (``_stored``) or a JSON array of objects."""
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([[_text(v) if isinstance(v, (float, datetime)) else v for v in row] for row in rows])
+        writer.writerows([[_stored(v) for v in row] for row in rows])
     elif fmt == "json":
         json.dump([{c: _json_value(v) for c, v in zip(columns, row)} for row in rows], out, indent=1)
         out.write("\n")

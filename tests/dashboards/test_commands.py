@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,42 @@ def test_query_csv_and_json(trend_db, capsys):
                  "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in rows] == [1, 2] and rows[0]["ts"] == "2024-03-04T17:59:00+00:00"
+
+
+VALUES_SQL = ("SELECT TIMESTAMPTZ '2024-05-01 11:00:00.9+00' AS ts, -0.6195420905620397::DOUBLE AS s, "
+              "1.23456789e-5::DOUBLE AS tiny, TIMESTAMPTZ '2024-05-01 11:00:00.3+00' AS ts2, "
+              "TIMESTAMPTZ '2024-05-01 11:00:00+00' AS whole")
+
+
+def test_query_csv_and_json_print_values_as_stored(trend_db, capsys):
+    """docs/sql.md: csv and json print values as stored: full float precision, times with their
+    fraction and zone (ISO-8601)."""
+    stored = ["2024-05-01T11:00:00.900000+00:00", -0.6195420905620397, 1.23456789e-05,
+              "2024-05-01T11:00:00.300000+00:00", "2024-05-01T11:00:00+00:00"]
+    assert main(["query", "--db", trend_db, VALUES_SQL, "--format", "csv"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    cells = row.split(",")
+    assert cells[0] == stored[0] and cells[3:] == stored[3:]
+    assert float(cells[1]) == stored[1] and float(cells[2]) == stored[2]  # round-trips exactly
+    assert main(["query", "--db", trend_db, VALUES_SQL, "--format", "json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)[0].values()) == stored
+    sql = "SELECT ts, sentiment, ess FROM ticker_sentiment ORDER BY ALL LIMIT 20"
+    assert main(["query", "--db", trend_db, sql, "--format", "csv"]) == 0
+    import duckdb
+    con = duckdb.connect(trend_db, read_only=True)
+    try:
+        expected = con.execute(sql).fetchall()
+    finally:
+        con.close()
+    printed = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(datetime.fromisoformat(t), float(s), float(e)) for t, s, e in printed] == expected
+
+
+def test_query_table_rounds_but_never_prints_different_times_alike(trend_db, capsys):
+    assert main(["query", "--db", trend_db, VALUES_SQL]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row == ["2024-05-01", "11:00:00.900000", "-0.6195", "0.0000", "2024-05-01", "11:00:00.300000",
+                   "2024-05-01", "11:00:00"]
 
 
 def test_query_refuses_bad_sql_writes_and_missing_files_with_exit_2(trend_db, tmp_path, capsys):
