@@ -167,7 +167,7 @@ SELECT ticker, ts, sentiment, trailing_mean, trailing_std,
        (sentiment - trailing_mean) / greatest(trailing_std, min_std) AS z,
        n_items, CAST(baseline_items AS BIGINT) AS baseline_items
 FROM points
-WHERE n_trailing >= greatest(3, trailing_n // 2)
+WHERE n_trailing >= greatest(3, trailing_n / 2)  -- true division: ceil(trailing_n / 2) points for odd trailing_n
   AND n_items >= min_items AND baseline_items >= min_baseline_items
   AND abs(sentiment - trailing_mean) > k * greatest(trailing_std, min_std)
 ORDER BY ts DESC, abs(z) DESC, ticker;
@@ -443,7 +443,7 @@ def grid_shocks(grid: SentimentGrid) -> list[dict]:
         mean = np.nanmean(trailing, axis=2)
         std = np.fmax(np.nanstd(trailing, axis=2, ddof=1), SHOCK_MIN_STD)
         z = (grid.sentiment - mean) / std
-        hit = ((n_trailing >= max(3, SHOCK_TRAILING_N // 2)) & (grid.n_items >= SHOCK_MIN_ITEMS)
+        hit = ((n_trailing >= max(3, SHOCK_TRAILING_N / 2)) & (grid.n_items >= SHOCK_MIN_ITEMS)
                & (baseline_items >= SHOCK_MIN_BASELINE_ITEMS) & (np.abs(z) > SHOCK_K))
     found = [{"ticker": grid.tickers[t], "ts": grid.as_of[p], "sentiment": float(grid.sentiment[t, p]),
               "trailing_mean": float(mean[t, p]), "z": float(z[t, p]), "n_items": int(grid.n_items[t, p]),

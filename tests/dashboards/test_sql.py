@@ -266,3 +266,25 @@ def test_a_shock_needs_items_behind_it(tmp_path):
     assert [(s["ts"], s["n_items"], s["baseline_items"]) for s in by_sql] == [
         (s["ts"], s["n_items"], s["baseline_items"]) for s in found]  # one rule, in SQL and on the grid
     assert [s["z"] for s in by_sql] == pytest.approx([s["z"] for s in found])
+
+
+@pytest.mark.parametrize("trailing_n, earlier, flagged", [(9, 4, False), (9, 5, True), (8, 4, True), (7, 3, False)])
+def test_a_shock_needs_max_3_trailing_n_over_2_earlier_points(tmp_path, trailing_n, earlier, flagged):
+    """docs/sql.md: at least max(3, trailing_n / 2) earlier points; 4 < 4.5 for trailing_n 9."""
+    con = duckdb.connect(str(tmp_path / "z.duckdb"))
+    create_schema(con)
+    day = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    for h in range(earlier + 1):  # one item an hour at h:30, steady then a plunge in the last hour
+        con.execute("INSERT INTO items (id, ts, source, text, text_key, novelty_n, label, score, prob_negative, "
+                    "prob_neutral, prob_positive, confidence, relevance, model, ingested_at) VALUES "
+                    "(?, ?, 'news', 't', ?, 0, 'neutral', ?, 0, 1, 0, 1, 0, 'm', now())",
+                    [f"z{h}", day + timedelta(hours=h, minutes=30), f"z{h}", 0.5 if h < earlier else -1.0])
+        con.execute("INSERT INTO item_tickers VALUES (?, 'ZZ', 'field')", [f"z{h}"])
+    install_trend_sql(con)
+    last = day + timedelta(hours=earlier + 1)
+    series = rows(con, "SELECT ts FROM sentiment_series(['ZZ'], ?, ?, 3600, 3600)", [day + timedelta(hours=1), last])
+    assert len(series) == earlier + 1  # the last point has `earlier` points before it in the window
+    shocks = rows(con, "SELECT * FROM shocks(?, ?, 3600, 3600, trailing_n := ?, min_items := 1, "
+                       "min_baseline_items := 0)", [day + timedelta(hours=1), last, trailing_n])
+    assert [s["ts"] for s in shocks] == ([last] if flagged else [])
+    con.close()
