@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from models.aggregation_attention import RecencyAttention, horizon_pairs, top_k_pairs
-from models.aggregation_config import (DEFAULT_RELEVANCE, LN2, AggregationConfig,
-                                       RelevanceConfig, SentimentPoint, grid_points, relevance)
+from models.aggregation_config import (DEFAULT_RELEVANCE, LN2, US_PER_S, AggregationConfig,
+                                       RelevanceConfig, SentimentPoint, grid_points, grid_points_us,
+                                       relevance)
 from models.aggregation_incremental import TickerState
 
 __all__ = ["AggregationConfig", "RelevanceConfig", "DEFAULT_RELEVANCE", "relevance",
@@ -80,9 +81,13 @@ class _Batch:
         for row, h in enumerate(self.cfg.half_lives_s):
             kappa = rel + (LN2 / h) * offset  # bit-identical to TickerState's ranking key
             ranks[row, np.lexsort((id_rank, -kappa))] = np.arange(len(ids))
-        grid = np.array(grid_points(ts.tolist(), self.cfg.cadence_s, self.cfg.horizon_s))
-        hi = np.searchsorted(ts, grid, side="right")
-        lo = np.searchsorted(ts, grid - self.cfg.horizon_s, side="right")
+        # membership in whole µs, as stored and as in_horizon_us: t - H < t_i <= t
+        ts_us = _to_us(ts)
+        grid_us = np.array(grid_points_us(ts_us.tolist(), self.cfg.cadence_us, self.cfg.horizon_us),
+                           dtype=np.int64)
+        grid = grid_us / US_PER_S
+        hi = np.searchsorted(ts_us, grid_us, side="right")
+        lo = np.searchsorted(ts_us, grid_us - self.cfg.horizon_us, side="right")
         self.ids.extend(ids)
         self.ts.append(ts)
         self.scores.append(score)
@@ -130,6 +135,12 @@ class _Batch:
                           out.n_items.tolist(), out.ess.tolist(), out.mean_score.tolist(), tops)
             points.extend(SentimentPoint(*row[:-1], tuple(row[-1])) for row in columns)
         return points
+
+
+def _to_us(ts: np.ndarray) -> np.ndarray:
+    """``aggregation_config.to_us`` elementwise (whole seconds + rounded fraction, half to even)."""
+    whole = np.floor(ts)
+    return whole.astype(np.int64) * US_PER_S + np.round((ts - whole) * US_PER_S).astype(np.int64)
 
 
 def _chunks(lengths: np.ndarray, max_pairs: int) -> list[tuple[int, int]]:

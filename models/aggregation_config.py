@@ -12,6 +12,23 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 LN2 = math.log(2.0)
+US_PER_S = 1_000_000
+
+
+def to_us(seconds: float) -> int:
+    """Epoch seconds as whole microseconds, the resolution times are stored at (TIMESTAMPTZ).
+
+    Rounds half to even on the fraction, as ``datetime.fromtimestamp`` does when a point is
+    written, so ``to_us`` of a stored time's float is exactly the stored integer. The split into
+    whole seconds and fraction keeps the product exact for any representable time.
+    """
+    whole = math.floor(seconds)
+    return int(whole) * US_PER_S + round((seconds - whole) * US_PER_S)
+
+
+def from_us(us: int) -> float:
+    """Whole microseconds as epoch seconds (correctly rounded: ``to_us(from_us(us)) == us``)."""
+    return us / US_PER_S
 # The one default half-life of every command (pipelines, demo, trend, dashboard).
 DEFAULT_HALF_LIFE_S = 3600.0
 
@@ -36,8 +53,20 @@ class AggregationConfig:
             raise ValueError(f"horizon_s must be positive and finite: {self.horizon_s}")
         if not (self.cadence_s > 0 and math.isfinite(self.cadence_s)):
             raise ValueError(f"cadence_s must be positive and finite: {self.cadence_s}")
+        if self.cadence_us < 1 or self.horizon_us < 1:
+            raise ValueError(f"cadence_s and horizon_s must be at least 1 µs: {self.cadence_s}, {self.horizon_s}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0: {self.top_k}")
+
+    @property
+    def cadence_us(self) -> int:
+        """The grid step in whole µs: grid points are its exact multiples."""
+        return to_us(self.cadence_s)
+
+    @property
+    def horizon_us(self) -> int:
+        """H in whole µs, as the membership rule compares it."""
+        return to_us(self.horizon_s)
 
 
 _DEFAULT_SOURCE_PRIORS = MappingProxyType({"news": 0.0, "comment": -0.5})
@@ -95,44 +124,56 @@ class SentimentPoint:
     top_items: tuple[tuple[str, float], ...]  # (item_id, weight), largest first, ties by id
 
 
+def grid_ceil_us(ts_us: int, cadence_us: int) -> int:
+    """The first epoch-aligned grid point at or after ts_us, all in whole µs (exact)."""
+    return -(-ts_us // cadence_us) * cadence_us
+
+
 def grid_ceil(ts_s: float, cadence_s: float) -> float:
-    """The first epoch-aligned grid point at or after ts_s (exact when ts_s is on the grid)."""
-    k = math.ceil(ts_s / cadence_s)
-    if (k - 1) * cadence_s >= ts_s:  # guard against the division rounding up
-        k -= 1
-    elif k * cadence_s < ts_s:
-        k += 1
-    return k * cadence_s
+    """The first epoch-aligned grid point at or after ts_s: ``grid_ceil_us`` on whole µs."""
+    return from_us(grid_ceil_us(to_us(ts_s), to_us(cadence_s)))
+
+
+def in_horizon_us(item_ts_us: int, as_of_us: int, horizon_us: int) -> bool:
+    """THE membership rule, t - H < t_i <= t, in integer µs as times are stored: every form
+    (batch, incremental, the SQL macro's ``epoch_us`` comparison) applies exactly this."""
+    return as_of_us - horizon_us < item_ts_us <= as_of_us
 
 
 def in_horizon(item_ts_s: float, as_of_s: float, horizon_s: float) -> bool:
-    """Membership rule t - H < t_i <= t, written once so every form compares identically."""
-    return as_of_s - horizon_s < item_ts_s <= as_of_s
+    """``in_horizon_us`` on seconds: each time is taken to whole µs first (``to_us``)."""
+    return in_horizon_us(to_us(item_ts_s), to_us(as_of_s), to_us(horizon_s))
 
 
-def grid_points(item_ts_s: Sequence[float], cadence_s: float, horizon_s: float) -> list[float]:
-    """As-of times of one ticker: grid points ceil(first)..ceil(last) with a non-empty horizon.
+def grid_points_us(item_ts_us: Sequence[int], cadence_us: int, horizon_us: int) -> list[int]:
+    """As-of times of one ticker in whole µs: multiples of cadence_us from ceil(first) to
+    ceil(last) whose horizon (``in_horizon_us``) holds an item.
 
     Logits shift equally with t, so S only changes when an item arrives or expires; the grid
     just fixes when it is observed.
     """
-    if not item_ts_s:
+    if not item_ts_us:
         return []
-    ordered = sorted(item_ts_s)
-    first, last = grid_ceil(ordered[0], cadence_s), grid_ceil(ordered[-1], cadence_s)
-    k_first, k_last = round(first / cadence_s), round(last / cadence_s)
-    points: list[float] = []
+    ordered = sorted(item_ts_us)
+    k = -(-ordered[0] // cadence_us)
+    k_last = -(-ordered[-1] // cadence_us)
+    points: list[int] = []
     newest = 0  # index just past the newest item with ts <= t
-    k = k_first
     while k <= k_last:
-        t = k * cadence_s
+        t = k * cadence_us
         while newest < len(ordered) and ordered[newest] <= t:
             newest += 1
-        if newest and in_horizon(ordered[newest - 1], t, horizon_s):
+        if newest and in_horizon_us(ordered[newest - 1], t, horizon_us):
             points.append(t)
             k += 1
         elif newest == len(ordered):  # horizon shorter than a cadence step: nothing left
             break
         else:  # empty horizon: jump to the bucket of the next item
-            k = round(grid_ceil(ordered[newest], cadence_s) / cadence_s)
+            k = -(-ordered[newest] // cadence_us)
     return points
+
+
+def grid_points(item_ts_s: Sequence[float], cadence_s: float, horizon_s: float) -> list[float]:
+    """``grid_points_us`` on seconds: the as-of times as floats of exact µs."""
+    return [from_us(t) for t in grid_points_us([to_us(t) for t in item_ts_s], to_us(cadence_s),
+                                               to_us(horizon_s))]

@@ -12,8 +12,8 @@ import bisect
 import math
 from collections.abc import Sequence
 
-from models.aggregation_config import (LN2, AggregationConfig, SentimentPoint, grid_ceil,
-                                       in_horizon)
+from models.aggregation_config import (LN2, AggregationConfig, SentimentPoint, from_us, grid_ceil,
+                                       in_horizon, to_us)
 
 # Recompute the sums from the kept items when the mass subtracted since the last recompute exceeds
 # the remaining mass by this factor: the relative error stays below ~1e-12.
@@ -210,18 +210,18 @@ class TickerState:
             self._emit(self.last_emitted, points)
             return points
         if self.last_emitted is not None and bucket > self.last_emitted:
-            step = round(self.last_emitted / cfg.cadence_s) + 1
-            t = step * cfg.cadence_s
+            step = to_us(self.last_emitted) // cfg.cadence_us + 1  # grid points in exact µs
+            t = from_us(step * cfg.cadence_us)
             while t < bucket and len(self):
                 self._expire(t)
                 if not len(self):
                     break
                 self._emit(t, points)
                 step += 1
-                t = step * cfg.cadence_s
+                t = from_us(step * cfg.cadence_us)
         if bucket != self.last_emitted:  # else the horizon was already cut at this bucket
             self._expire(bucket)
-        if bucket - cfg.horizon_s < ts_s:  # in the horizon (ts_s <= bucket by construction)
+        if in_horizon(ts_s, bucket, cfg.horizon_s):  # ts_s <= bucket by construction
             self._insert(item_id, ts_s, score, relevance)
         self.last_emitted = bucket
         if len(self):
@@ -254,11 +254,11 @@ class TickerState:
                 sums.offer_candidate(-kappa, item_id, ts_s, k, e)
 
     def _expire(self, as_of_s: float) -> None:
-        cutoff = as_of_s - self.cfg.horizon_s
+        cutoff_us = to_us(as_of_s) - self.cfg.horizon_us  # in_horizon_us: kept iff cutoff < t_i
         times, head = self.item_ts, self.head
-        if head == len(times) or cutoff < times[head]:
+        if head == len(times) or cutoff_us < to_us(times[head]):
             return
-        while head < len(times) and not (cutoff < times[head]):
+        while head < len(times) and not (cutoff_us < to_us(times[head])):
             item_id, score = self.item_id_list[head], self.item_scores[head]
             self.item_ids.discard(item_id)
             self.score_sum -= score

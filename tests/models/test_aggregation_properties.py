@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import torch
@@ -207,3 +208,59 @@ def test_late_items_keep_the_provisional_point_exact(items, seed, top_k):
             assert [point.top_items[j][0] for j in clear] == [expected[j][1] for j in clear]
             assert point.sentiment == pytest.approx(math.fsum(
                 math.exp(logits[it[0]] - top) / den * it[2] for it in inside), abs=1e-9)
+
+
+T0_US = 1_714_557_600_900_000  # 2024-05-01 10:00:00.9 UTC: a real epoch, where float grids drift
+
+
+@st.composite
+def subsecond_cases(draw):
+    """A sub-second cadence, a horizon, and items in whole µs, many placed on a grid point, exactly
+    one horizon before one, or a µs either side of that edge."""
+    cadence_us = draw(st.sampled_from([300_000, 100_000, 700_000, 1_100_000, 250_000, 333_333, 30_000]))
+    horizon_us = draw(st.sampled_from([1_000_000, 2_500_000, 60_000_000, 3_600_000_000]))
+    span = draw(st.integers(0, 2 * horizon_us))
+    k0 = T0_US // cadence_us
+    ts_us = []
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["any", "grid", "edge", "edge-1", "edge+1"]))
+        t = T0_US + draw(st.integers(0, span))
+        if kind != "any":
+            g = (k0 + draw(st.integers(0, span // cadence_us + 1))) * cadence_us
+            t = {"grid": g, "edge": g - horizon_us, "edge-1": g - horizon_us - 1, "edge+1": g - horizon_us + 1}[kind]
+        ts_us.append(t)
+    if draw(st.booleans()):  # the audit's case: an item exactly H after another
+        ts_us.append(ts_us[0] + horizon_us)
+    return cadence_us, horizon_us, sorted(ts_us)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=subsecond_cases())
+def test_subsecond_cadence_points_follow_the_membership_rule_in_integer_us(case):
+    """Every batch and incremental point, at its stored time in µs, holds exactly the items with
+    t - H < t_i <= t (integer µs), on exactly the grid points whose horizon is non-empty."""
+    from_us = lambda us: us / 1_000_000  # noqa: E731 (what datetime.timestamp() gives for a stored time)
+    cadence_us, horizon_us, ts_us = case
+    cfg = AggregationConfig(horizon_s=horizon_us / 1e6, cadence_s=cadence_us / 1e6, top_k=len(ts_us))
+    items = [(f"i{n:02d}", from_us(t), 0.1 * (n % 7) - 0.3, 0.0) for n, t in enumerate(ts_us)]
+    members = {}  # grid point (µs) -> ids in its horizon, by the definition
+    for k in range(-(-ts_us[0] // cadence_us), -(-ts_us[-1] // cadence_us) + 1):
+        t = k * cadence_us
+        inside = {item[0] for item, t_i in zip(items, ts_us) if t - horizon_us < t_i <= t}
+        if inside:
+            members[t] = inside
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+    def stored_us(point) -> int:  # the as-of time as ticker_sentiment.ts holds it (sentiment_row)
+        return (datetime.fromtimestamp(point.ts_s, tz=timezone.utc) - epoch) // timedelta(microseconds=1)
+
+    batch = aggregate_series("T", items, cfg)
+    stored = [stored_us(p) for p in batch]
+    assert stored == sorted(members)  # the grid, as it is written to ticker_sentiment
+    for point, t in zip(batch, stored):
+        assert point.n_items == len(members[t]) and {i for i, _ in point.top_items} == members[t], from_us(t)
+    state, streamed = TickerState("T", cfg), {}
+    for item in items:
+        for point in state.add(*item):
+            streamed[stored_us(point)] = point.n_items
+    assert streamed == {t: len(ids) for t, ids in members.items()}
