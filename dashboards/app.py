@@ -29,6 +29,7 @@ from dash import Input, Output, State, ctx, dcc, html
 
 from connectors.duckdb.snapshot import ReadConnection
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
+from pipeline.tickers import InvalidTicker, canonical_ticker
 from dashboards.reading import FileCache, Read, Unreadable
 from dashboards.sql import (SHOCK_K, SHOCK_MIN_BASELINE_ITEMS, SHOCK_MIN_ITEMS, SentimentGrid, WindowRows,
                             grid_from_rows, grid_shocks, grid_window, sentiment_grid, why_items, window_rows)
@@ -82,6 +83,10 @@ def _clean_tickers(values: object) -> tuple[str, ...]:
     found: list[str] = []
     for value in values:
         ticker = value.strip().upper().lstrip("$") if isinstance(value, str) else ""
+        try:  # the symbol items are stored under, as ingestion resolves it: GOOG -> GOOGL
+            ticker = canonical_ticker(ticker)
+        except InvalidTicker:
+            pass  # not a symbol: kept as cleaned, it matches nothing and says so
         if 0 < len(ticker) <= 32 and ticker.isprintable() and "," not in ticker and ticker not in found:
             found.append(ticker)
     return tuple(found[:MAX_TICKERS])

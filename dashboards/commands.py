@@ -23,7 +23,7 @@ from connectors.duckdb.snapshot import ReadConnection, open_for_read
 from dashboards.sql import install_trend_sql, trend_series
 from models.aggregation_config import DEFAULT_HALF_LIFE_S
 from pipeline.cli_args import UsageError, command_parser, duration_seconds, env_default
-from pipeline.tickers import InvalidTicker, normalise_ticker
+from pipeline.tickers import InvalidTicker, canonical_ticker
 
 FORMATS = ("table", "csv", "json")
 MAX_SINCE_S = 100 * 365 * 86400.0  # a window start must stay a representable time
@@ -168,7 +168,7 @@ def trend(argv: list[str]) -> int:
     parser.add_argument("--format", choices=FORMATS, default=env_default("format", "table"))
     args = parser.parse_args(argv)
     try:
-        ticker = normalise_ticker(args.ticker)
+        ticker = canonical_ticker(args.ticker)  # GOOG -> GOOGL, as ingestion stores it
     except InvalidTicker as exc:
         raise UsageError(f"--ticker: {exc}") from None
     if args.since / args.bucket > 10_000:
@@ -181,7 +181,9 @@ def trend(argv: list[str]) -> int:
             "SELECT max(i.ts) FROM items i JOIN item_tickers t ON t.item_id = i.id WHERE t.ticker = ?",
             [ticker]).fetchone()[0]
         if newest is None:
-            raise UsageError(f"no items for ticker {ticker} in {args.db}")
+            written = args.ticker.strip().lstrip("$").upper()
+            stored_as = f" (stored as {ticker})" if ticker != written else ""
+            raise UsageError(f"no items for ticker {written}{stored_as} in {args.db}")
         if until == "latest":
             until = newest
         elif until == "now":

@@ -8,6 +8,7 @@ Four sources, in this order of precedence: the record's own ``tickers`` field, c
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -67,6 +68,20 @@ def normalise_ticker(value: str) -> str:
     if not _TICKER.match(ticker):
         raise InvalidTicker(f"not a ticker symbol: {value[:32]!r}")
     return ticker
+
+
+@functools.lru_cache(maxsize=1)
+def _default_table() -> CompanyTable:
+    """The default company table ingestion links with (``Linking.extractor``), built once."""
+    return default_companies(Dictionary.load())
+
+
+def canonical_ticker(value: str) -> str:
+    """The symbol ingestion stores for ``value`` given in a record's ``tickers`` or as a cashtag,
+    with the default company table: ``normalise_ticker`` then the company's canonical symbol
+    (``CompanyTable.resolve``): "GOOG" -> "GOOGL", "$barc" -> "BARC.L", an unknown symbol as
+    normalised. What readers (``trend --ticker``, the dashboard's filter) look a ticker up by."""
+    return _default_table().resolve(normalise_ticker(value))
 
 
 def cashtags(text: str) -> list[str]:

@@ -540,6 +540,9 @@ def test_unknown_values_fall_back_to_the_defaults():
     assert state_from_search("&" * 100) == state_from_search("?" + "x=1&" * 2000) == ViewState()  # too many, too long
     assert parse_state(["aapl", "$msft", 7, None, "AAPL"], "6h", "1d", "news") == ViewState(
         ("AAPL", "MSFT"), "6h", "1d", "news")
+    # company symbols resolve as ingestion stores them (pipeline.tickers.canonical_ticker)
+    assert parse_state(["goog", "$barc", "APC.F", "GOOGL", "AAPL"]).tickers == ("GOOGL", "BARC.L", "AAPL")
+    assert state_from_search("?ticker=GOOG,BARC").tickers == ("GOOGL", "BARC.L")
     state = ViewState(("AAPL", "BRK.B"), "3d", "15m", "comment")
     assert state_from_search(state.search()) == state
     assert ViewState().search() == ""

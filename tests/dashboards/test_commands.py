@@ -113,6 +113,17 @@ def test_trend_prints_the_tickers_series(trend_db, capsys):
     assert all(float(line.split()[-4]) < -0.7 for line in lines[2:6])  # sentiment: AAPL turned bad
 
 
+def test_trend_resolves_a_companys_other_symbols_as_ingestion_does(trend_db, capsys):
+    """An item given as APC.F (Apple in Frankfurt) is stored under AAPL; so trend --ticker APC.F is AAPL's."""
+    args = ["--since", "4h", "--bucket", "1h", "--half-life", "30m", "--until", "2024-03-04T18:00:00"]
+    assert main(["trend", "--db", trend_db, "--ticker", "AAPL", *args]) == 0
+    aapl = capsys.readouterr().out
+    assert main(["trend", "--db", trend_db, "--ticker", "apc.f", *args]) == 0
+    assert capsys.readouterr().out == aapl and "(4 rows)" in aapl
+    assert main(["trend", "--db", trend_db, "--ticker", "GOOG"]) == 2
+    assert "no items for ticker GOOG (stored as GOOGL)" in capsys.readouterr().err
+
+
 def test_trend_explains_an_empty_window_and_refuses_bad_arguments(trend_db, capsys):
     assert main(["trend", "--db", trend_db, "--ticker", "AAPL", "--since", "1h", "--bucket", "15m"]) == 0
     assert "try --until latest" in capsys.readouterr().err  # the data is from 2024, the window is now

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from pipeline.companies import Dictionary, default_companies, name_variants
 from pipeline.tickers import (ALIAS, CASHTAG, FIELD, MAX_TICKERS, NAME, InvalidTicker, Linking, TickerExtractor,
-                              cashtags, load_aliases, normalise_ticker)
+                              canonical_ticker, cashtags, load_aliases, normalise_ticker)
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,17 @@ def test_bad_alias_csv_is_a_clear_error(tmp_path, content, message):
     csv.write_bytes(content)
     with pytest.raises(ValueError, match=message):
         load_aliases(csv)
+
+
+@pytest.mark.parametrize("written, stored", [("GOOG", "GOOGL"), ("BARC", "BARC.L"), ("$barc", "BARC.L"),
+                                             (" APC.F ", "AAPL"), ("goog", "GOOGL"), ("GOOGL", "GOOGL"),
+                                             ("$brk.b", "BRK.B"), ("FOOX", "FOOX")])
+def test_canonical_ticker_is_the_symbol_ingestion_stores(linker, written, stored):
+    """Readers look tickers up with canonical_ticker: it must give what a record's tickers field
+    and a cashtag are stored under (docs/companies.md)."""
+    assert canonical_ticker(written) == stored
+    assert tickers(linker, "", (normalise_ticker(written),)) == [stored]  # the tickers field
+    assert tickers(linker, f"news on ${normalise_ticker(written)} today") == [stored]  # a cashtag
+    assert canonical_ticker(stored) == stored
+    with pytest.raises(InvalidTicker):
+        canonical_ticker("not a ticker")
