@@ -12,6 +12,7 @@ runner is FnApiRunner unless ``--runner`` names another.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class Plan:
     expected: int | None
     linking: Linking
     aggregation: AggregationConfig
+    stored_db: str | None = None  # the --db file, when it already holds items (pipeline.stored_items)
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -167,17 +169,17 @@ class BatchMode:
         self.plan = the_plan
 
     def dedupe(self) -> DropDuplicateIds:
-        return DropDuplicateIds()
+        return DropDuplicateIds(self.plan.stored_db)
 
     def novelty(self) -> Novelty:
-        return Novelty(self.plan.aggregation.horizon_s)
+        return Novelty(self.plan.aggregation.horizon_s, self.plan.stored_db)
 
     def write(self, items: beam.PCollection, dead_letters: dict[str, beam.PCollection]) -> None:
         items = items | "Progress scored" >> ReportProgress("scored", self.plan.expected, self.args.progress_interval)
         outputs = {
             "items": items,
             "dead_letters": tuple(dead_letters.values()) | "Merge dead letters" >> beam.Flatten(),
-            "points": items | "Aggregate" >> Aggregate(self.plan.aggregation),
+            "points": items | "Aggregate" >> Aggregate(self.plan.aggregation, self.plan.stored_db),
         }
         if self.args.parquet_out:
             _ = outputs | "Write Parquet" >> WriteParquetTables(self.args.parquet_out)
@@ -219,8 +221,10 @@ def run_backfill(argv: list[str]) -> Summary:
     check_model(args, options)
     if not args.parquet_out:
         check_db_path(args.db)
-        with DuckDBSink(args.db):  # the schema exists even when every record is refused
-            pass
+        with DuckDBSink(args.db) as sink:  # the schema exists even when every record is refused
+            holds_items = sink.con.execute("SELECT EXISTS (SELECT 1 FROM items)").fetchone()[0]
+        if holds_items:
+            the_plan = dataclasses.replace(the_plan, stored_db=args.db)
     started = time.monotonic()
     build(pipeline, args, the_plan)
     result = pipeline.run()
@@ -238,4 +242,4 @@ def run(argv: list[str]) -> int:
         return 0
     summary = run_backfill(argv)
     print(summary.line())
-    return exit_status("backfill", summary.scored, summary.dead_letters)
+    return exit_status("backfill", summary.scored, summary.dead_letters, summary.duplicates)

@@ -49,9 +49,10 @@ EXIT_ONLY_DEAD_LETTERS = 3
 EXIT_STORE_FAULT = 4
 
 
-def exit_status(command: str, scored: int, dead_letters: int) -> int:
-    """0, or EXIT_ONLY_DEAD_LETTERS with a warning on stderr when every record was dead-lettered."""
-    if dead_letters and not scored:
+def exit_status(command: str, scored: int, dead_letters: int, duplicates: int = 0) -> int:
+    """0, or EXIT_ONLY_DEAD_LETTERS with a warning on stderr when every record was dead-lettered
+    (a rerun whose good records are all stored already stored nothing new, and is not that)."""
+    if dead_letters and not scored and not duplicates:
         print(f"tickerpulse {command}: warning: all {dead_letters:,} records were dead-lettered, none stored; "
               "see SELECT reason, count(*) FROM dead_letters GROUP BY ALL", file=sys.stderr)
         return EXIT_ONLY_DEAD_LETTERS

@@ -29,6 +29,7 @@ from pipeline.novelty import novelty_counts
 from pipeline.parse import parse_record
 from pipeline.progress import ProgressMeter
 from pipeline.scoring import SentimentModelHandler
+from pipeline.stored_items import LOOKUP_BATCH, AggregateWithStoredFn, DropStoredIds, NoveltyWithStoredFn
 from pipeline.tickers import Linking
 
 DEAD = "dead"
@@ -204,15 +205,23 @@ class _CountDuplicatesFn(beam.DoFn):
 
 
 class DropDuplicateIds(beam.PTransform):
-    """Batch: one item per id (a record read twice, or re-published with the same id)."""
+    """Batch: one item per id (a record read twice, or re-published with the same id); with
+    ``stored_db``, none whose id that file already holds (pipeline.stored_items)."""
+
+    def __init__(self, stored_db: str | None = None) -> None:
+        super().__init__()
+        self._stored_db = stored_db
 
     def expand(self, items: beam.PCollection[Item]) -> beam.PCollection[Item]:
-        return (
+        unique = (
             items
             | "Key by id" >> beam.Map(lambda item: (item.id, item))
             | "Keep first" >> beam.CombinePerKey(_KeepFirst())
             | "Count duplicates" >> beam.ParDo(_CountDuplicatesFn())
         )
+        if self._stored_db is None:
+            return unique
+        return unique | "Drop stored ids" >> DropStoredIds(self._stored_db, NAMESPACE)
 
 
 def _with_novelty(keyed: tuple[str, Iterable[Item]], horizon_s: float) -> list[Item]:
@@ -222,19 +231,23 @@ def _with_novelty(keyed: tuple[str, Iterable[Item]], horizon_s: float) -> list[I
 
 
 class Novelty(beam.PTransform):
-    """Batch: ``novelty_n`` = earlier items with the same text key within the horizon (pipeline.novelty)."""
+    """Batch: ``novelty_n`` = earlier items with the same text key within the horizon (pipeline.novelty),
+    counting the copies ``stored_db`` already holds when given (pipeline.stored_items)."""
 
-    def __init__(self, horizon_s: float) -> None:
+    def __init__(self, horizon_s: float, stored_db: str | None = None) -> None:
         super().__init__()
         self._horizon_s = horizon_s
+        self._stored_db = stored_db
 
     def expand(self, items: beam.PCollection[Item]) -> beam.PCollection[Item]:
-        return (
-            items
-            | "Key by text" >> beam.Map(lambda item: (item.text_key, item))
-            | "Group same text" >> beam.GroupByKey()
-            | "Count earlier copies" >> beam.FlatMap(_with_novelty, self._horizon_s)
-        )
+        grouped = (items
+                   | "Key by text" >> beam.Map(lambda item: (item.text_key, item))
+                   | "Group same text" >> beam.GroupByKey())
+        if self._stored_db is None:
+            return grouped | "Count earlier copies" >> beam.FlatMap(_with_novelty, self._horizon_s)
+        return (grouped
+                | "Batch texts" >> beam.BatchElements(min_batch_size=1, max_batch_size=LOOKUP_BATCH)
+                | "Count earlier copies" >> beam.ParDo(NoveltyWithStoredFn(self._stored_db, self._horizon_s)))
 
 
 def item_json(item: Item) -> bytes:
@@ -299,23 +312,29 @@ def per_ticker(item: Item) -> Iterator[tuple[str, tuple[str, float, float, float
 
 
 class Aggregate(beam.PTransform):
-    """Batch: per ticker, the recency-weighted sentiment on the cadence grid for every half-life."""
+    """Batch: per ticker, the recency-weighted sentiment on the cadence grid for every half-life.
 
-    def __init__(self, cfg: AggregationConfig) -> None:
+    With ``stored_db``, the points the run's items affect, over them and the items that file
+    already holds (pipeline.stored_items)."""
+
+    def __init__(self, cfg: AggregationConfig, stored_db: str | None = None) -> None:
         super().__init__()
         self._cfg = cfg
+        self._stored_db = stored_db
 
     def expand(self, items: beam.PCollection[Item]) -> beam.PCollection:
         cfg = self._cfg
-        return (
+        batches = (
             items
             | "Per ticker" >> beam.FlatMap(per_ticker)
             | "Group by ticker" >> beam.GroupByKey()
             # Many tickers per call: one set of segment softmaxes instead of a torch call per ticker.
             | "Batch tickers" >> beam.BatchElements(min_batch_size=1, max_batch_size=512)
-            | "Recency attention" >> beam.FlatMap(
-                lambda groups: aggregate_tickers({ticker: list(rows) for ticker, rows in groups}, cfg))
         )
+        if self._stored_db is not None:
+            return batches | "Recency attention" >> beam.ParDo(AggregateWithStoredFn(self._stored_db, cfg))
+        return batches | "Recency attention" >> beam.FlatMap(
+            lambda groups: aggregate_tickers({ticker: list(rows) for ticker, rows in groups}, cfg))
 
 
 class _ProgressFn(beam.DoFn):

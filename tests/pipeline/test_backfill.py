@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import random
 
 import duckdb
 import pytest
 
+from models.aggregation import AggregationConfig
 from pipeline import backfill
 from pipeline.cli import main
 from pipeline.job_args import EXIT_ONLY_DEAD_LETTERS, pipeline_options
@@ -359,3 +361,52 @@ def test_damaged_files_are_dead_letters_and_the_other_files_are_stored(corpus, t
     assert reasons[str(tmp_path / "notgz.jsonl.gz")].startswith("cannot decompress")
     assert reasons[f"{tmp_path}/not.parquet:#1"].startswith("not Parquet")
     assert reasons[f"{tmp_path}/empty.parquet:#1"].startswith("not Parquet")
+
+
+def split_feed(seed: int, runs: int = 3) -> list[list[dict]]:
+    """Records for several backfills into one file: overlapping times, syndicated copies within and
+    across runs, and ids that come back in a later run with another text, time and tickers."""
+    rng = random.Random(seed)
+    stories = ["$AAPL beats estimates and raises full-year guidance", "$MSFT shares slump after a profit warning",
+               "$AAPL and $MSFT sign a cloud partnership", "Regulator opens a probe into $TSLA autopilot",
+               "$TSLA recalls 2 million cars", "$NVDA to report earnings on Tuesday"]
+    feed: list[list[dict]] = [[] for _ in range(runs)]
+    for n in range(90):
+        run = rng.randrange(runs)
+        text = rng.choice(stories) + rng.choice(["", "!", " http://t.co/x", " (update)"])
+        feed[run].append({"id": f"r{n}", "text": text, "published_at": T0 + rng.randrange(6 * 3600) * 1000})
+    for run in range(1, runs):  # a stored id again, with different content
+        earlier = rng.choice(feed[rng.randrange(run)])
+        feed[run].append({"id": earlier["id"], "text": "$GOOGL crashes after a fraud scandal",
+                          "published_at": earlier["published_at"] + 600_000})
+    return feed
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_backfills_into_one_file_store_points_equal_to_the_macro_over_its_items(tmp_path, capsys, seed,
+                                                                                points_equal_the_macro):
+    db, runs = str(tmp_path / "tp.duckdb"), split_feed(seed)
+    argv = ["--db", db, "--half-life", "1h", "--cadence", "5m", "--horizon", "2h"]
+    first_run: dict[str, int] = {}
+    for index, records in enumerate(runs):
+        path = tmp_path / f"run{index}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        assert backfill.run(["--input", str(path), *argv]) == 0
+        repeated = sum(r["id"] in first_run for r in records)
+        assert f"read {len(records)}, scored {len(records) - repeated}, dead-lettered 0, duplicates {repeated}" \
+            in capsys.readouterr().out
+        for r in records:
+            first_run.setdefault(r["id"], index)
+    points_equal_the_macro(db, AggregationConfig(half_lives_s=(3600.0,), cadence_s=300.0, horizon_s=7200.0))
+    with duckdb.connect(db, read_only=True) as con:
+        stored = {row[0]: row[1:] for row in con.execute(
+            "SELECT id, text, epoch(ts), text_key, novelty_n FROM items").fetchall()}
+        tickers = set(con.execute("SELECT item_id, ticker FROM item_tickers").fetchall())
+    kept = {r["id"]: r for index, records in enumerate(runs) for r in records if first_run[r["id"]] == index}
+    assert {i: text for i, (text, *_) in stored.items()} == {i: r["text"] for i, r in kept.items()}
+    assert "GOOGL" not in {ticker for _, ticker in tickers}  # no ticker of a dropped copy
+    for item_id, (_, ts, key, novelty_n) in stored.items():  # earlier copies stored before or with it
+        earlier = [other for other, (_, other_ts, other_key, _) in stored.items()
+                   if other_key == key and first_run[other] <= first_run[item_id]
+                   and ts - 7200 < other_ts and (other_ts, other) < (ts, item_id)]
+        assert novelty_n == len(earlier), item_id
