@@ -283,6 +283,18 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
         assert flag in last and reason in last
 
 
+@pytest.mark.parametrize("workers", ["2", "0"])
+def test_parallel_local_workers_are_refused_before_anything_opens(tmp_path, capsys, workers):
+    """With parallel bundles Beam 2.77's local runner ended the job after one poll, exit 0, the
+    rest of the topic unread."""
+    db = tmp_path / "tp.duckdb"
+    assert main(["stream", "--bootstrap-servers", "127.0.0.1:1", "--topics", "t", "--db", str(db),
+                 f"--direct_num_workers={workers}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--direct_num_workers={workers}: the local stream runs one worker" in err
+    assert not db.exists()
+
+
 def test_a_typo_in_a_flag_is_one_line_exit_2_before_anything_opens(tmp_path):
     """The stream used to hand an unknown flag to Beam, which only logged that it dropped it."""
     db = tmp_path / "tp.duckdb"
