@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pipeline.job_args import (add_aggregation_args, add_linking_args, add_model
                                quiet_library_logs)
 from pipeline.runner import make_pipeline
 from pipeline.scoring import DEFAULT_BATCH_SIZE, SentimentModelHandler
+from pipeline.stored_items import merge_parquet_run
 from pipeline.tickers import Linking
 from pipeline.transforms import (Aggregate, DropDuplicateIds, Novelty, ReadFiles, ReadKafkaRange,
                                  ReportProgress, committed_counters, count_file)
@@ -201,14 +203,42 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, the_plan: Plan) -> 
     sentiment_graph(records, the_plan.linking, BatchMode(args, the_plan), handler)
 
 
+RUN_SETTINGS = "aggregation.json"  # in a --parquet-out directory: the settings its points were computed with
+
+
+def write_run_settings(out_dir: str, cfg: AggregationConfig) -> None:
+    """Record the run's aggregation settings beside its Parquet tables, for a later import into a
+    file that already holds items (it recomputes the points the run's items affect)."""
+    settings = {"half_lives_s": list(cfg.half_lives_s), "horizon_s": cfg.horizon_s,
+                "cadence_s": cfg.cadence_s, "top_k": cfg.top_k}
+    with FileSystems.create(f"{out_dir.rstrip('/')}/{RUN_SETTINGS}") as stream:
+        stream.write(json.dumps(settings).encode("utf-8"))
+
+
+def run_settings(out_dir: str, args: argparse.Namespace) -> AggregationConfig:
+    """The settings a --parquet-out run recorded, else (an older run's directory) the command's."""
+    path = f"{out_dir.rstrip('/')}/{RUN_SETTINGS}"
+    if not FileSystems.exists(path):
+        return aggregation_config(args)
+    with FileSystems.open(path) as stream:
+        settings = json.loads(stream.read())
+    return AggregationConfig(half_lives_s=tuple(settings["half_lives_s"]), horizon_s=settings["horizon_s"],
+                             cadence_s=settings["cadence_s"], top_k=settings["top_k"])
+
+
 def import_parquet(args: argparse.Namespace) -> dict[str, int]:
+    """Load a --parquet-out directory; into a file that already holds items, as a backfill into it
+    would land the same rows (pipeline.stored_items.merge_parquet_run)."""
     if not FileSystems.exists(args.import_parquet):
         raise UsageError(f"--import-parquet {args.import_parquet!r} does not exist")
     check_db_path(args.db)
     with DuckDBSink(args.db) as sink:
         try:
-            return sink.import_parquet(args.import_parquet)
-        except (ValueError, duckdb.Error) as exc:  # DuckDB's first line says what; the rest quotes our SQL
+            if not sink.con.execute("SELECT EXISTS (SELECT 1 FROM items)").fetchone()[0]:
+                return sink.import_parquet(args.import_parquet)
+            tables = sink.read_parquet_tables(args.import_parquet)
+            return merge_parquet_run(sink, tables, run_settings(args.import_parquet, args))
+        except (ValueError, KeyError, duckdb.Error) as exc:  # DuckDB's first line says what; the rest quotes our SQL
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UsageError(f"--import-parquet {args.import_parquet}: nothing imported: {reason}") from None
 
@@ -219,7 +249,9 @@ def run_backfill(argv: list[str]) -> Summary:
     pipeline = make_pipeline(options)
     the_plan = plan(args)
     check_model(args, options)
-    if not args.parquet_out:
+    if args.parquet_out:
+        write_run_settings(args.parquet_out, the_plan.aggregation)
+    else:
         check_db_path(args.db)
         with DuckDBSink(args.db) as sink:  # the schema exists even when every record is refused
             holds_items = sink.con.execute("SELECT EXISTS (SELECT 1 FROM items)").fetchone()[0]

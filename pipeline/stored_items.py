@@ -17,20 +17,28 @@ from collections.abc import Iterable, Iterator, Sequence
 import apache_beam as beam
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
+from connectors.duckdb import arrow_rows
+from connectors.duckdb.sink import DuckDBSink
 from connectors.records import Item
-from models.aggregation import AggregationConfig, ItemRow, SentimentPoint, aggregate_tickers
+from models.aggregation import (AggregationConfig, ItemRow, RelevanceConfig, SentimentPoint, aggregate_tickers,
+                                relevance)
 from pipeline.novelty import novelty_counts
 
 LOOKUP_BATCH = 1000  # ids, text keys or tickers per query
 
 
 class StoredItems:
-    """A read-only connection to the items a backfill's file already holds."""
+    """Reads of the items a backfill's file already holds, through ``con``."""
 
-    def __init__(self, db_path: str) -> None:
-        self.con = duckdb.connect(db_path, read_only=True)
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    @classmethod
+    def open(cls, db_path: str) -> "StoredItems":
+        return cls(duckdb.connect(db_path, read_only=True))
 
     def ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these ids are stored."""
@@ -76,7 +84,7 @@ class _StoredFn(beam.DoFn):
 
     def stored(self) -> StoredItems:
         if self._stored is None:
-            self._stored = StoredItems(self._db_path)
+            self._stored = StoredItems.open(self._db_path)
         return self._stored
 
     def finish_bundle(self) -> None:
@@ -131,23 +139,77 @@ class NoveltyWithStoredFn(_StoredFn):
 
 
 class AggregateWithStoredFn(_StoredFn):
-    """Batches of ``(ticker, run rows)`` -> every point a run row affects, over the run's rows and
-    the stored ones: as-of times from the ticker's earliest run row to a horizon after its latest
-    (the points in between are recomputed too, to the values ``sentiment_asof`` gives)."""
+    """Batches of ``(ticker, run rows)`` -> ``affected_points`` over them and the stored items."""
 
     def __init__(self, db_path: str, cfg: AggregationConfig) -> None:
         super().__init__(db_path)
         self._cfg = cfg
 
     def process(self, batch: list[tuple[str, Iterable[ItemRow]]]) -> Iterator[SentimentPoint]:
-        horizon_s = self._cfg.horizon_s
-        groups = {ticker: list(rows) for ticker, rows in batch}
-        bounds = {ticker: (min(row[1] for row in rows), max(row[1] for row in rows) + horizon_s)
-                  for ticker, rows in groups.items()}
-        # A second wider each side, so that float rounding of stored times never leaves one out;
-        # the aggregation applies the exact horizon itself.
-        stored = self.stored().ticker_rows({ticker: (first - horizon_s - 1.0, last + 1.0)
-                                            for ticker, (first, last) in bounds.items()})
-        points = aggregate_tickers({ticker: [*rows, *stored.get(ticker, [])] for ticker, rows in groups.items()},
-                                   self._cfg)
-        yield from (point for point in points if bounds[point.ticker][0] <= point.ts_s <= bounds[point.ticker][1])
+        yield from affected_points(self.stored(), {ticker: list(rows) for ticker, rows in batch}, self._cfg)
+
+
+def affected_points(stored: StoredItems, groups: dict[str, list[ItemRow]],
+                    cfg: AggregationConfig) -> list[SentimentPoint]:
+    """Every point a run row affects, over the run's rows and the stored ones: per ticker, as-of
+    times from its earliest run row to a horizon after its latest (the points in between are
+    recomputed too, to the values ``sentiment_asof`` gives). The run's rows must not be stored."""
+    horizon_s = cfg.horizon_s
+    bounds = {ticker: (min(row[1] for row in rows), max(row[1] for row in rows) + horizon_s)
+              for ticker, rows in groups.items()}
+    # A second wider each side, so that float rounding of stored times never leaves one out;
+    # the aggregation applies the exact horizon itself.
+    found = stored.ticker_rows({ticker: (first - horizon_s - 1.0, last + 1.0)
+                                for ticker, (first, last) in bounds.items()})
+    points = aggregate_tickers({ticker: [*rows, *found.get(ticker, [])] for ticker, rows in groups.items()}, cfg)
+    return [point for point in points if bounds[point.ticker][0] <= point.ts_s <= bounds[point.ticker][1]]
+
+
+def merge_parquet_run(sink: DuckDBSink, tables: dict[str, pa.Table], cfg: AggregationConfig) -> dict[str, int]:
+    """Land a ``--parquet-out`` run's tables in a file that already holds items as a backfill into
+    it lands its rows, in one transaction: items whose id is stored are dropped with their ticker
+    rows, ``novelty_n`` and relevance are recounted with the stored copies, and the run's points
+    give way to ``affected_points`` of its items under ``cfg``. Returns the new rows per table."""
+    stored = StoredItems(sink.con)
+    landing = {name: tables[name] for name in ("dead_letters",) if name in tables}
+    items = tables.get("items")
+    if items is not None and items.num_rows:
+        already = pa.array(sorted(stored.ids(items["id"].to_pylist())), pa.string())
+        items = _recount_novelty(stored, items.filter(pc.invert(pc.is_in(items["id"], already))), cfg.horizon_s)
+        tickers = tables.get("item_tickers", arrow_rows.ITEM_TICKERS.empty_table())
+        tickers = tickers.filter(pc.is_in(tickers["item_id"], items["id"]))
+        landing.update(items=items, item_tickers=tickers, ticker_sentiment=arrow_rows.sentiment_table(
+            affected_points(stored, _ticker_rows(items, tickers), cfg) if items.num_rows else []))
+    return sink.write_tables(landing)
+
+
+def _recount_novelty(stored: StoredItems, items: pa.Table, horizon_s: float) -> pa.Table:
+    """``items`` with ``novelty_n`` counted over them and the stored copies, and relevance anew."""
+    ids, keys = items["id"].to_pylist(), items["text_key"].to_pylist()
+    times = [ts.timestamp() for ts in items["ts"].to_pylist()]
+    copies = stored.copies(sorted(set(keys)))
+    by_key: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        by_key.setdefault(key, []).append(row)
+    novelty = [0] * len(ids)
+    for key, rows in by_key.items():
+        counts = novelty_counts([(times[row], ids[row]) for row in rows] + copies.get(key, []), horizon_s)
+        for row, n in zip(rows, counts):
+            novelty[row] = n
+    cfg = RelevanceConfig()
+    weights = [relevance(confidence, source, n, cfg) for confidence, source, n in
+               zip(items["confidence"].to_pylist(), items["source"].to_pylist(), novelty)]
+    for name, values in (("novelty_n", novelty), ("relevance", weights)):
+        column = items.schema.get_field_index(name)
+        items = items.set_column(column, items.schema.field(name), pa.array(values, items.schema.field(name).type))
+    return items
+
+
+def _ticker_rows(items: pa.Table, tickers: pa.Table) -> dict[str, list[ItemRow]]:
+    """The aggregation's input rows of ``items``, per ticker of ``tickers``."""
+    rows = {item_id: (item_id, ts.timestamp(), score, weight) for item_id, ts, score, weight in zip(
+        *(items[name].to_pylist() for name in ("id", "ts", "score", "relevance")))}
+    groups: dict[str, list[ItemRow]] = {}
+    for item_id, ticker in zip(tickers["item_id"].to_pylist(), tickers["ticker"].to_pylist()):
+        groups.setdefault(ticker, []).append(rows[item_id])
+    return groups

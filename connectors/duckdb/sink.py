@@ -221,17 +221,11 @@ class DuckDBSink:
         """Load ``out_dir/<table>/*.parquet`` written by ``WriteParquetTables`` (idempotent), in
         one transaction. Raises ValueError when ``out_dir`` holds no such file, and DuckDB's
         error (nothing imported) when one is not Parquet or lacks a column."""
-        patterns = {name: f"{out_dir.rstrip('/')}/{name}/*.parquet" for name in arrow_rows.SCHEMAS}
-        if not any(self.con.execute("SELECT count(*) FROM glob(?)", [p]).fetchone()[0] for p in patterns.values()):
-            raise ValueError(f"{out_dir} holds no <table>/*.parquet files (a --parquet-out directory)")
         written: dict[str, int] = {}
         self.con.execute("BEGIN TRANSACTION")
         try:
-            for name, pattern in patterns.items():
-                if not self.con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchone()[0]:
-                    continue
-                quoted = pattern.replace("'", "''")  # a view cannot take parameters
-                self.con.execute(f"CREATE OR REPLACE TEMP VIEW incoming AS SELECT * FROM read_parquet('{quoted}')")
+            for name, source in self._parquet_sources(out_dir).items():
+                self.con.execute(f"CREATE OR REPLACE TEMP VIEW incoming AS SELECT * FROM {source}")
                 written[name] = self.con.execute(TABLES[name].insert_sql()).fetchone()[0]
             self.con.execute("DROP VIEW IF EXISTS incoming")
             self.con.execute("COMMIT")
@@ -239,6 +233,22 @@ class DuckDBSink:
             self.con.execute("ROLLBACK")
             raise
         return written
+
+    def read_parquet_tables(self, out_dir: str) -> dict[str, pa.Table]:
+        """The tables of a ``WriteParquetTables`` directory as Arrow, with the columns of the
+        DuckDB tables; raises as ``import_parquet`` does."""
+        return {name: self.con.execute(f"SELECT {', '.join(TABLES[name].column_names)} FROM {source}").to_arrow_table()
+                for name, source in self._parquet_sources(out_dir).items()}
+
+    def _parquet_sources(self, out_dir: str) -> dict[str, str]:
+        """``read_parquet(...)`` of each table with part files in ``out_dir``."""
+        patterns = {name: f"{out_dir.rstrip('/')}/{name}/*.parquet" for name in arrow_rows.SCHEMAS}
+        present = {name: pattern for name, pattern in patterns.items()
+                   if self.con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchone()[0]}
+        if not present:
+            raise ValueError(f"{out_dir} holds no <table>/*.parquet files (a --parquet-out directory)")
+        # a view cannot take parameters, so the pattern is quoted into the SQL
+        return {name: "read_parquet('{}')".format(pattern.replace("'", "''")) for name, pattern in present.items()}
 
     def maybe_publish_snapshot(self, force: bool = False) -> str | None:
         """Publish if a write is not in a snapshot yet and the last one is ``snapshot_gap_s`` old:

@@ -382,19 +382,28 @@ def split_feed(seed: int, runs: int = 3) -> list[list[dict]]:
     return feed
 
 
-@pytest.mark.parametrize("seed", [3, 8])
-def test_backfills_into_one_file_store_points_equal_to_the_macro_over_its_items(tmp_path, capsys, seed,
+@pytest.mark.parametrize("seed, via_parquet", [(3, False), (8, False), (5, True)])
+def test_backfills_into_one_file_store_points_equal_to_the_macro_over_its_items(tmp_path, capsys, seed, via_parquet,
                                                                                 points_equal_the_macro):
+    """Several runs into one file, each a direct backfill or (after the first) a --parquet-out run
+    imported into it; the Parquet runs are computed with other settings than the import's flags."""
     db, runs = str(tmp_path / "tp.duckdb"), split_feed(seed)
-    argv = ["--db", db, "--half-life", "1h", "--cadence", "5m", "--horizon", "2h"]
+    settings = ["--half-life", "1h", "--cadence", "5m", "--horizon", "2h"]
     first_run: dict[str, int] = {}
     for index, records in enumerate(runs):
         path = tmp_path / f"run{index}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
-        assert backfill.run(["--input", str(path), *argv]) == 0
         repeated = sum(r["id"] in first_run for r in records)
-        assert f"read {len(records)}, scored {len(records) - repeated}, dead-lettered 0, duplicates {repeated}" \
-            in capsys.readouterr().out
+        if via_parquet and index:
+            out = str(tmp_path / f"pq{index}")
+            assert backfill.run(["--input", str(path), "--parquet-out", out, *settings]) == 0
+            capsys.readouterr()
+            assert backfill.run(["--import-parquet", out, "--db", db]) == 0  # the default 3d horizon, 1h
+            assert f"{len(records) - repeated:,} new items" in capsys.readouterr().out
+        else:
+            assert backfill.run(["--input", str(path), "--db", db, *settings]) == 0
+            assert f"read {len(records)}, scored {len(records) - repeated}, dead-lettered 0, duplicates {repeated}" \
+                in capsys.readouterr().out
         for r in records:
             first_run.setdefault(r["id"], index)
     points_equal_the_macro(db, AggregationConfig(half_lives_s=(3600.0,), cadence_s=300.0, horizon_s=7200.0))
