@@ -1,9 +1,10 @@
 """Batch inference built for throughput: what the pipeline's scoring stage calls.
 
 Speed comes from not computing what is not needed: texts are sorted by length and padded only
-to the longest in their batch, exact duplicates are scored once (and cached across calls), no
-autograd state is kept, and the matrix work runs in bf16 where the hardware has it (CUDA, CPUs
-with AMX or AVX-512 BF16; models/precision.py). CPU can also run int8 dynamically-quantized linears.
+to about the longest in their batch (rounded up to one of a few shapes), exact duplicates are
+scored once (and cached across calls), no autograd state is kept, and the matrix work runs in
+bf16 where the hardware has it (CUDA, CPUs with AMX or AVX-512 BF16; models/precision.py). CPU
+can also run int8 dynamically-quantized linears.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ DEVICES = ("auto", "cpu", "cuda")
 # Texts per tokenizer call when several threads tokenise: large enough that the Rust tokenizer
 # (which releases the GIL) dominates the per-call overhead.
 TOKENIZE_CHUNK = 256
+# Batches take a bounded set of shapes: rows pad to a power of two (repeating the last text),
+# width to a multiple of WIDTH_STEP. Every new shape leaves a compiled oneDNN primitive and
+# differently sized allocations behind; with one shape per stream bundle the process grew by
+# ~400 MiB in five minutes (docs/performance.md, "The engine's RSS").
+WIDTH_STEP = 8
 
 
 def default_tokenizer_threads(device_type: str) -> int:
@@ -147,13 +153,16 @@ class SentimentEngine:
         probs = torch.empty(len(texts), len(LABELS))
         with torch.inference_mode():
             for batch in _chunks(order, self.batch_size):
-                input_ids, attention_mask = pad_batch([encoded[i] for i in batch], self._pad_id)
+                rows = [encoded[i] for i in batch]
+                rows += [rows[-1]] * (_bucket_rows(len(rows), self.batch_size) - len(rows))
+                width = _bucket_width(max(len(r) for r in rows), self.classifier.max_length)
+                input_ids, attention_mask = pad_batch(rows, self._pad_id, width)
                 if self.device.type == "cuda":  # pinned pages copy asynchronously, overlapping the GPU
                     input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
                 with self._autocast():
                     logits = self._model(input_ids=input_ids.to(self.device, non_blocking=True),
                                          attention_mask=attention_mask.to(self.device, non_blocking=True)).logits
-                probs[batch] = torch.softmax(logits.float(), dim=-1).cpu() @ self._projection
+                probs[batch] = torch.softmax(logits[:len(batch)].float(), dim=-1).cpu() @ self._projection
         return [Prediction.from_probs(row, self.name) for row in probs.tolist()]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -175,15 +184,26 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence of this batch only (callers make batches of similar length)."""
-    width = max(len(s) for s in sequences)
+def pad_batch(sequences: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to ``width``, by default the longest sequence of this batch (callers make batches of
+    similar length)."""
+    width = width or max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
         input_ids[row, : len(seq)] = torch.tensor(seq)
         attention_mask[row, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+def _bucket_rows(rows: int, batch_size: int) -> int:
+    """The next power of two, at most ``batch_size``."""
+    return min(1 << (rows - 1).bit_length(), batch_size)
+
+
+def _bucket_width(width: int, max_length: int) -> int:
+    """The next multiple of WIDTH_STEP, at most ``max_length``."""
+    return min(-(-width // WIDTH_STEP) * WIDTH_STEP, max(width, max_length))
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:

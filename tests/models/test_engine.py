@@ -39,6 +39,25 @@ def test_bucketed_padded_batches_match_one_by_one_forward(tiny_engine):
     assert [p.probs for p in predictions] == [pytest.approx(e, abs=1e-5) for e in expected]
 
 
+def test_batches_take_few_shapes_and_padding_rows_do_not_leak(tiny_engine):
+    """Rows pad to a power of two, width to a multiple of 8 (or the max length): a stream's
+    varied bundles then reuse a handful of compiled shapes instead of growing memory."""
+    engine = SentimentEngine(tiny_engine.classifier, torch.device("cpu"), "fp32", batch_size=16, cache_size=0)
+    shapes = set()
+    hook = engine._model.register_forward_pre_hook(
+        lambda _module, _args, kwargs: shapes.add(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        texts = [" ".join(["profit"] * (1 + i % 37)) + f" {i}" for i in range(100)]
+        alone = {t: engine.predict([t])[0] for t in texts}
+        for size in (1, 3, 5, 7, 13, 19, 33, 100):
+            predictions = engine.predict(texts[:size])
+            assert [p.probs for p in predictions] == [pytest.approx(alone[t].probs, abs=1e-5) for t in texts[:size]]
+    finally:
+        hook.remove()
+    max_length = engine.classifier.max_length
+    assert all(rows in (1, 2, 4, 8, 16) and (width % 8 == 0 or width == max_length) for rows, width in shapes)
+
+
 def test_prediction_fields_are_consistent(tiny_engine):
     for p in tiny_engine.predict(TEXTS):
         assert sum(p.probs) == pytest.approx(1.0, abs=1e-5)
