@@ -30,10 +30,11 @@ DEVICES = ("auto", "cpu", "cuda")
 # (which releases the GIL) dominates the per-call overhead.
 TOKENIZE_CHUNK = 256
 # Batches take a bounded set of shapes: rows pad to a power of two (repeating the last text),
-# width to a multiple of WIDTH_STEP. Every new shape leaves a compiled oneDNN primitive and
-# differently sized allocations behind; with one shape per stream bundle the process grew by
-# ~400 MiB in five minutes (docs/performance.md, "The engine's RSS").
-WIDTH_STEP = 8
+# widths to WIDTH_STEPS_PER_OCTAVE steps between powers of two (at most 1/8 wider). Every new
+# shape leaves a compiled oneDNN primitive and differently sized allocations behind; with one
+# shape per stream bundle the process grew by ~400 MiB in five minutes (docs/performance.md,
+# "The engine's RSS").
+WIDTH_STEPS_PER_OCTAVE = 8
 
 
 def default_tokenizer_threads(device_type: str) -> int:
@@ -202,8 +203,10 @@ def _bucket_rows(rows: int, batch_size: int) -> int:
 
 
 def _bucket_width(width: int, max_length: int) -> int:
-    """The next multiple of WIDTH_STEP, at most ``max_length``."""
-    return min(-(-width // WIDTH_STEP) * WIDTH_STEP, max(width, max_length))
+    """The next of WIDTH_STEPS_PER_OCTAVE even steps up to the next power of two (exact up to
+    that many tokens), at most ``max_length``."""
+    step = max(1, (1 << (width - 1).bit_length()) // WIDTH_STEPS_PER_OCTAVE)
+    return min(-(-width // step) * step, max(width, max_length))
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
