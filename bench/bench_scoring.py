@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.classifier import load_classifier  # noqa: E402
 from models.data import LABELS, macro_f1  # noqa: E402
-from models.engine import SentimentEngine  # noqa: E402
+from models.engine import SentimentEngine, _bucket_rows, _bucket_width  # noqa: E402
 from models.precision import cpu_flags, resolve_precision  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/data/twitter_financial_news_sentiment/sent_valid.csv"
@@ -42,12 +42,14 @@ def distinct_texts(path: Path, n: int) -> tuple[list[str], list[int]]:
 
 
 def padding_waste(texts: list[str], batch_size: int = 64) -> tuple[float, float]:
-    """Share of padded positions holding no token: (plain loop padded to 64, engine's sorted batches)."""
+    """Share of padded positions holding no token: (plain loop padded to 64, engine's sorted and
+    shape-bucketed batches)."""
     classifier = load_classifier()
     lengths = [len(ids) for ids in classifier.tokenizer(texts, truncation=True, max_length=classifier.max_length)["input_ids"]]
     plain = 1 - sum(min(n, 64) for n in lengths) / (64 * len(lengths))
     ordered = sorted(lengths)
-    padded = sum(max(ordered[i:i + batch_size]) * len(ordered[i:i + batch_size]) for i in range(0, len(ordered), batch_size))
+    batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    padded = sum(_bucket_width(max(b), classifier.max_length) * _bucket_rows(len(b), batch_size) for b in batches)
     return plain, 1 - sum(ordered) / padded
 
 
