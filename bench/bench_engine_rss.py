@@ -20,14 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_duckdb_rss import rss_mib  # noqa: E402
+
 WORKLOADS = ("fixed shape", "varied shapes")
 REPORT_EVERY_S = 20
 WORDS = [f"w{i}" for i in range(5000)] + "shares profit loss rose fell contract order guidance".split()
-
-
-def rss_mib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
 
 
 def batches(workload: str, seed: int = 1):
@@ -69,6 +66,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seconds < 3 * REPORT_EVERY_S:
+        parser.error(f"--seconds must be at least {3 * REPORT_EVERY_S}: the fit needs two readings in the last two thirds")
     if args.child:
         score_for(args.child, args.seconds)
         return
