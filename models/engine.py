@@ -30,7 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # (which releases the GIL) dominates the per-call overhead.
 TOKENIZE_CHUNK = 256
 # Batches take a bounded set of shapes: rows pad to a power of two (repeating the last text),
-# widths to WIDTH_STEPS_PER_OCTAVE steps between powers of two (at most 1/8 wider). Every new
+# widths to WIDTH_STEPS_PER_OCTAVE steps between powers of two (under 1/4 wider). Every new
 # shape leaves a compiled oneDNN primitive and differently sized allocations behind; with one
 # shape per stream bundle the process grew by ~400 MiB in five minutes (docs/performance.md,
 # "The engine's RSS").
